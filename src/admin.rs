@@ -1,0 +1,127 @@
+//! Admin routes: `/health`, `/status`, `/stats`, provider toggles, config and key reloads.
+//! They read pool snapshots and send commands through the [`Engine`]; they never change
+//! state themselves.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde_json::json;
+
+use crate::engine::{Engine, EngineError};
+use crate::proxy::error::ApiError;
+
+/// `GET /health`.
+pub async fn health(State(engine): State<Engine>) -> Response {
+    let snap = engine.pool.snapshot(Utc::now());
+    Json(json!({
+        "status": "ok",
+        "service": "llm-rotator",
+        "version": env!("CARGO_PKG_VERSION"),
+        "providers_ready": snap.ready_count(),
+        "providers_total": snap.providers.len(),
+    }))
+    .into_response()
+}
+
+/// `GET /status`: the full snapshot.
+pub async fn status(State(engine): State<Engine>) -> Response {
+    let snap = engine.pool.snapshot(Utc::now());
+    let config = engine.config();
+    let mut value = serde_json::to_value(&snap).unwrap_or_else(|_| json!({}));
+    value["service"] = json!("llm-rotator");
+    value["version"] = json!(env!("CARGO_PKG_VERSION"));
+    value["endpoint"] = json!(config.endpoint_url());
+    value["pid"] = json!(std::process::id());
+    Json(value).into_response()
+}
+
+/// `GET /stats`: counters only.
+pub async fn stats(State(engine): State<Engine>) -> Response {
+    let snap = engine.pool.snapshot(Utc::now());
+    let providers: Vec<_> = snap
+        .providers
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "request_count": p.request_count,
+                "total_requests": p.total_requests,
+                "is_rate_limited": p.is_rate_limited,
+                "total_tokens_used": p.total_tokens_used,
+            })
+        })
+        .collect();
+    Json(json!({ "providers": providers })).into_response()
+}
+
+fn toggle(engine: &Engine, name: &str, enabled: bool) -> Response {
+    if engine.set_enabled(name, enabled) {
+        Json(json!({ "name": name, "enabled": enabled })).into_response()
+    } else {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "unknown_provider",
+            format!("no provider named {name:?} is configured"),
+        )
+        .into_response()
+    }
+}
+
+/// `POST /providers/{name}/enable`.
+pub async fn enable(State(engine): State<Engine>, Path(name): Path<String>) -> Response {
+    toggle(&engine, &name, true)
+}
+
+/// `POST /providers/{name}/disable`.
+pub async fn disable(State(engine): State<Engine>, Path(name): Path<String>) -> Response {
+    toggle(&engine, &name, false)
+}
+
+/// `POST /reload`: re-read the config file (and keys).
+pub async fn reload(State(engine): State<Engine>) -> Response {
+    match engine.reload().await {
+        Ok(config) => Json(json!({
+            "status": "reloaded",
+            "providers": config.providers.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(EngineError::Config(e)) => {
+            let err = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request_error",
+                "invalid_config",
+                format!("config not reloaded, the running one stays: {e}"),
+            );
+            let mut body = err.body();
+            if let Some(inv) = e.invalid() {
+                body["error"]["line"] = json!(inv.line);
+                body["error"]["column"] = json!(inv.column);
+            }
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+        }
+        Err(e) => ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            "reload_failed",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
+/// `POST /keys/reload`: re-read keys from the store (sent by `llm-rotator keys ...`).
+pub async fn reload_keys(State(engine): State<Engine>) -> Response {
+    match engine.reload_keys().await {
+        Ok(()) => Json(json!({ "status": "keys reloaded" })).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "keys_reload_failed",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}

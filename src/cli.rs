@@ -1,0 +1,261 @@
+//! The command line: subcommands and their output. `serve`/`run` hand over to
+//! [`crate::agent`]; `status` and `config` are one-shot commands that print readable
+//! text and exit non-zero with a clear message on failure.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::agent::{self, ServeOptions};
+use crate::config::Config;
+use crate::pool::{ProviderStateKind, Snapshot};
+
+/// Keeps one OpenAI-compatible endpoint on localhost alive by rotating across LLM
+/// providers when they hit rate limits.
+#[derive(Debug, Parser)]
+#[command(name = "llm-rotator", version, about)]
+pub struct Cli {
+    /// Config file (default: the platform config dir).
+    #[arg(long, global = true, env = "LLM_ROTATOR_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Data dir for persisted state and, when given, logs.
+    #[arg(long, global = true, env = "LLM_ROTATOR_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// What to do (default: run the agent).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent (menu-bar app where a display is available; else like `serve`).
+    Run {
+        /// Port to listen on (overrides server.port).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Run the proxy in the foreground, headless.
+    Serve {
+        /// Port to listen on (overrides server.port).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Show the running instance's providers.
+    Status {
+        /// Print the raw JSON of GET /status.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect the config.
+    Config {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print where the config file lives.
+    Path,
+    /// Validate a config file (default: the one in use).
+    Check {
+        /// The file to check.
+        file: Option<PathBuf>,
+    },
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let opts = |port| ServeOptions {
+        config: cli.config.clone(),
+        data_dir: cli.data_dir.clone(),
+        port,
+    };
+    match &cli.command {
+        None => agent::serve_blocking(&opts(None)).map(|()| ExitCode::SUCCESS),
+        Some(Command::Run { port }) | Some(Command::Serve { port }) => {
+            agent::serve_blocking(&opts(*port)).map(|()| ExitCode::SUCCESS)
+        }
+        Some(Command::Status { json }) => status(&opts(None), *json),
+        Some(Command::Config { action }) => match action {
+            ConfigAction::Path => {
+                let paths = agent::resolve_paths(&opts(None))?;
+                println!("{}", paths.config.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            ConfigAction::Check { file } => config_check(&opts(None), file.as_ref()),
+        },
+    }
+}
+
+fn config_check(opts: &ServeOptions, file: Option<&PathBuf>) -> Result<ExitCode> {
+    let path = match file {
+        Some(f) => f.clone(),
+        None => agent::resolve_paths(opts)?.config,
+    };
+    let config = Config::load(&path)?;
+    let with_keys = config.providers.iter().filter(|p| p.enabled).count();
+    println!(
+        "{}: ok ({} providers, {} enabled; serving on {})",
+        path.display(),
+        config.providers.len(),
+        with_keys,
+        config.endpoint_url()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the config a running instance would use, without creating anything.
+fn config_for_client(opts: &ServeOptions) -> Result<Config> {
+    let paths = agent::resolve_paths(opts)?;
+    if paths.config.exists() {
+        Ok(Config::load(&paths.config)?)
+    } else {
+        Ok(Config::builtin()?)
+    }
+}
+
+/// Calls an admin route of the running instance. `Ok(None)` when nothing listens.
+pub fn admin_call(
+    config: &Config,
+    method: reqwest::Method,
+    path: &str,
+) -> Result<Option<(u16, String)>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let url = format!("{}{path}", config.admin_url());
+    let token = config.server.auth_token.clone();
+    runtime.block_on(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let mut req = client.request(method, &url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap_or_default();
+                Ok(Some((status, text)))
+            }
+            Err(e) if e.is_connect() => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("calling {url}"))),
+        }
+    })
+}
+
+fn status(opts: &ServeOptions, json: bool) -> Result<ExitCode> {
+    let config = config_for_client(opts)?;
+    let Some((code, body)) = admin_call(&config, reqwest::Method::GET, "/status")? else {
+        eprintln!(
+            "llm-rotator is not running on {} (start it with `llm-rotator serve`)",
+            config.admin_url()
+        );
+        return Ok(ExitCode::FAILURE);
+    };
+    if code != 200 {
+        anyhow::bail!("the instance on {} answered HTTP {code}: {body}", config.admin_url());
+    }
+    if json {
+        println!("{body}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let snap: Snapshot = serde_json::from_str(&body).with_context(|| {
+        format!(
+            "the program on {} is not llm-rotator (unexpected /status answer)",
+            config.admin_url()
+        )
+    })?;
+    print!("{}", status_table(&snap));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `m:ss` (or `h:mm:ss`) for a countdown.
+pub fn countdown(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
+}
+
+/// The readable table `llm-rotator status` prints.
+pub fn status_table(snap: &Snapshot) -> String {
+    let mut rows: Vec<[String; 5]> = vec![[
+        "PROVIDER".into(),
+        "STATE".into(),
+        "TODAY".into(),
+        "COOLDOWN".into(),
+        "MODEL".into(),
+    ]];
+    for p in snap.by_priority() {
+        let state = match p.state {
+            ProviderStateKind::Ready => "ready",
+            ProviderStateKind::CoolingDown => "cooling down",
+            ProviderStateKind::Disabled => "disabled",
+            ProviderStateKind::NoKey => "no key",
+            ProviderStateKind::AuthFailed => "key rejected",
+        };
+        let cooldown = if p.is_rate_limited {
+            countdown(p.cooldown_remaining_secs)
+        } else {
+            "-".into()
+        };
+        rows.push([
+            p.name.clone(),
+            state.into(),
+            p.request_count.to_string(),
+            cooldown,
+            p.model.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    for p in snap.by_priority() {
+        if let Some(err) = &p.last_error {
+            if p.state != ProviderStateKind::Ready {
+                out.push_str(&format!("{}: {err}\n", p.name));
+            }
+        }
+    }
+    if let Some(note) = &snap.key_store {
+        out.push_str(&format!("keys: {note}\n"));
+    }
+    if let Some(err) = &snap.config.last_error {
+        out.push_str(&format!("config not reloaded: {err}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::countdown;
+
+    #[test]
+    fn countdowns_read_as_minutes_and_seconds() {
+        assert_eq!(countdown(0), "0:00");
+        assert_eq!(countdown(161), "2:41");
+        assert_eq!(countdown(3661), "1:01:01");
+    }
+}

@@ -1,0 +1,269 @@
+//! The configuration: raw serde types are parsed from TOML, then validated once into
+//! [`Config`], the only shape the rest of the program sees. This module is the only code
+//! that reads TOML; it never touches keys (those come from [`crate::secrets`]).
+
+mod default;
+mod raw;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use default::DEFAULT_CONFIG;
+
+/// A configuration error with the place in the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file could not be written (first-run default config).
+    #[error("cannot write config file {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a value has the wrong type or an unknown key was used.
+    #[error("{}", .0)]
+    Invalid(Box<Invalid>),
+}
+
+/// One invalid spot in a config file: what is wrong, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The file it came from, if any.
+    pub file: Option<PathBuf>,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// The TOML path of the offending value (e.g. `providers[2].name`), when known.
+    pub key: Option<String>,
+    /// What is wrong, lower case.
+    pub message: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}", file.display())?;
+            if let Some(line) = self.line {
+                write!(f, ":{line}")?;
+                if let Some(col) = self.column {
+                    write!(f, ":{col}")?;
+                }
+            }
+            write!(f, ": ")?;
+        } else if let Some(line) = self.line {
+            write!(f, "line {line}")?;
+            if let Some(col) = self.column {
+                write!(f, ", column {col}")?;
+            }
+            write!(f, ": ")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+impl ConfigError {
+    /// The invalid spot, for errors that have one.
+    pub fn invalid(&self) -> Option<&Invalid> {
+        match self {
+            ConfigError::Invalid(inv) => Some(inv),
+            _ => None,
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Listener and HTTP-edge settings.
+    pub server: ServerConfig,
+    /// Rotation and cooldown policy.
+    pub routing: RoutingConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Providers, in file order.
+    pub providers: Vec<Arc<ProviderConfig>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub host: IpAddr,
+    /// Port to bind.
+    pub port: u16,
+    /// When set, every route but `/health` requires `Authorization: Bearer <token>`.
+    pub auth_token: Option<String>,
+    /// Extra `Host` header values accepted besides localhost names.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed to call the API (CORS is answered for these only).
+    pub allowed_origins: Vec<String>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may run on after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+/// `[routing]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingConfig {
+    /// Cooldown after a 429 that carried no hint.
+    pub default_cooldown: Duration,
+    /// Upper bound for cooldowns derived from repeated hint-less 429s.
+    pub max_cooldown: Duration,
+    /// Cooldown after a transient failure (5xx, 408, connect error, timeout).
+    pub transient_cooldown: Duration,
+    /// Cooldown after a 402 (payment required).
+    pub payment_cooldown: Duration,
+    /// Connect timeout for upstream calls.
+    pub connect_timeout: Duration,
+    /// Time allowed from sending a request until the response headers (and, for
+    /// streams, the first event) arrive; past it the attempt fails and rotation continues.
+    pub first_byte_timeout: Duration,
+    /// Time allowed for a whole non-streaming response.
+    pub request_timeout: Duration,
+    /// Longest silence tolerated inside a stream before it is ended with an error.
+    pub stream_idle_timeout: Duration,
+    /// Most attempts for one request (0 = one per provider key that could serve it).
+    pub max_attempts: usize,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Default filter when `RUST_LOG` is not set.
+    pub level: String,
+}
+
+/// One `[[providers]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderConfig {
+    /// Unique name, `[a-z0-9_-]+`.
+    pub name: String,
+    /// Base URL ending before `/chat/completions`, without trailing slash.
+    pub base_url: String,
+    /// Model sent when the client asks for "auto" or an unknown model.
+    pub model: String,
+    /// Further model ids this provider serves.
+    pub models: Vec<String>,
+    /// 1 = tried first.
+    pub priority: u32,
+    /// Enabled in the file (the runtime toggle may override).
+    pub enabled: bool,
+    /// Environment variables holding keys; each one that is set is a separate key.
+    pub api_key_env: Vec<String>,
+    /// False for local servers such as Ollama.
+    pub requires_key: bool,
+}
+
+impl ProviderConfig {
+    /// Whether this provider serves `model` (its default model or one of `models`).
+    pub fn serves(&self, model: &str) -> bool {
+        self.model == model || self.models.iter().any(|m| m == model)
+    }
+
+    /// The URL for chat completions.
+    pub fn chat_url(&self) -> String {
+        format!("{}/chat/completions", self.base_url)
+    }
+
+    /// The URL for the models list (a cheap authenticated call).
+    pub fn models_url(&self) -> String {
+        format!("{}/models", self.base_url)
+    }
+}
+
+impl Config {
+    /// Parses and validates config text. `file` only labels errors.
+    pub fn parse(text: &str, file: Option<&Path>) -> Result<Config, ConfigError> {
+        raw::parse(text).map_err(|mut inv| {
+            inv.file = file.map(Path::to_path_buf);
+            ConfigError::Invalid(Box::new(inv))
+        })
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, Some(path))
+    }
+
+    /// Reads the config at `path`, first writing the commented default there if no file
+    /// exists yet. Returns the config and whether it was just created.
+    pub fn load_or_create(path: &Path) -> Result<(Config, bool), ConfigError> {
+        match std::fs::metadata(path) {
+            Ok(_) => Ok((Config::load(path)?, false)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let write_err = |source| ConfigError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                };
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(write_err)?;
+                }
+                std::fs::write(path, DEFAULT_CONFIG).map_err(write_err)?;
+                Ok((Config::parse(DEFAULT_CONFIG, Some(path))?, true))
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// The built-in default config.
+    pub fn builtin() -> Result<Config, ConfigError> {
+        Config::parse(DEFAULT_CONFIG, None)
+    }
+
+    /// Finds a provider by name.
+    pub fn provider(&self, name: &str) -> Option<&Arc<ProviderConfig>> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+
+    /// The endpoint clients point at, e.g. `http://localhost:8000/v1`.
+    pub fn endpoint_url(&self) -> String {
+        let host = if self.server.host.is_loopback() || self.server.host.is_unspecified() {
+            "localhost".to_string()
+        } else {
+            match self.server.host {
+                IpAddr::V6(v6) => format!("[{v6}]"),
+                IpAddr::V4(v4) => v4.to_string(),
+            }
+        };
+        format!("http://{host}:{}/v1", self.server.port)
+    }
+
+    /// The base URL for admin calls to a running instance on this config.
+    pub fn admin_url(&self) -> String {
+        let host = match self.server.host {
+            h if h.is_unspecified() => "127.0.0.1".to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            IpAddr::V4(v4) => v4.to_string(),
+        };
+        format!("http://{host}:{}", self.server.port)
+    }
+}
+
+#[cfg(test)]
+mod tests;

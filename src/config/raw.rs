@@ -1,0 +1,388 @@
+//! The config file as written: serde types that mirror the TOML (unknown keys rejected),
+//! and the validation that turns them into [`super::Config`] with errors that carry the
+//! line, column and TOML path of the offending value.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Config, Invalid, LogConfig, ProviderConfig, RoutingConfig, ServerConfig};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    routing: RawRouting,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    providers: Vec<RawProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    host: Option<Spanned<String>>,
+    port: Option<u16>,
+    auth_token: Option<Spanned<String>>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    max_body_bytes: Option<Spanned<u64>>,
+    shutdown_grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    default_cooldown_secs: Option<Spanned<u64>>,
+    max_cooldown_secs: Option<Spanned<u64>>,
+    transient_cooldown_secs: Option<u64>,
+    payment_cooldown_secs: Option<u64>,
+    connect_timeout_secs: Option<Spanned<u64>>,
+    first_byte_timeout_secs: Option<Spanned<u64>>,
+    request_timeout_secs: Option<Spanned<u64>>,
+    stream_idle_timeout_secs: Option<Spanned<u64>>,
+    max_attempts: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    name: Spanned<String>,
+    base_url: Spanned<String>,
+    model: Spanned<String>,
+    #[serde(default)]
+    models: Vec<String>,
+    priority: Option<Spanned<u32>>,
+    enabled: Option<bool>,
+    api_key_env: Option<Spanned<OneOrMany>>,
+    requires_key: Option<bool>,
+}
+
+/// Line and column (1-based) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.chars().count(), |nl| before[nl + 1..].chars().count())
+        + 1;
+    (line, col)
+}
+
+fn invalid_at(text: &str, span: Option<Range<usize>>, key: Option<String>, msg: String) -> Invalid {
+    let (line, column) = match span {
+        Some(r) => {
+            let (l, c) = line_col(text, r.start);
+            (Some(l), Some(c))
+        }
+        None => (None, None),
+    };
+    Invalid {
+        file: None,
+        line,
+        column,
+        key,
+        message: msg,
+    }
+}
+
+/// Parses and validates config text.
+pub(super) fn parse(text: &str) -> Result<Config, Invalid> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let message = e.message().trim().to_string();
+        invalid_at(text, e.span(), None, message)
+    })?;
+    validate(raw, text)
+}
+
+fn secs(v: Option<u64>, default: u64) -> Duration {
+    Duration::from_secs(v.unwrap_or(default))
+}
+
+fn positive_secs(
+    text: &str,
+    v: Option<Spanned<u64>>,
+    default: u64,
+    key: &str,
+) -> Result<Duration, Invalid> {
+    match v {
+        None => Ok(Duration::from_secs(default)),
+        Some(s) if *s.get_ref() == 0 => Err(invalid_at(
+            text,
+            Some(s.span()),
+            Some(key.to_string()),
+            "must be at least 1".to_string(),
+        )),
+        Some(s) => Ok(Duration::from_secs(*s.get_ref())),
+    }
+}
+
+fn validate(raw: RawConfig, text: &str) -> Result<Config, Invalid> {
+    let server = validate_server(raw.server, text)?;
+    let routing = validate_routing(raw.routing, text)?;
+    let log = LogConfig {
+        level: raw.log.level.unwrap_or_else(|| "info".to_string()),
+    };
+    let mut names = HashSet::new();
+    let mut providers = Vec::with_capacity(raw.providers.len());
+    for (i, p) in raw.providers.into_iter().enumerate() {
+        let provider = validate_provider(p, i, text, &mut names)?;
+        providers.push(Arc::new(provider));
+    }
+    Ok(Config {
+        server,
+        routing,
+        log,
+        providers,
+    })
+}
+
+fn validate_server(s: RawServer, text: &str) -> Result<ServerConfig, Invalid> {
+    let (host, host_span) = match s.host {
+        None => (IpAddr::from([127, 0, 0, 1]), None),
+        Some(h) => {
+            let span = h.span();
+            let value = h.into_inner();
+            let ip = if value == "localhost" {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                value.trim_matches(['[', ']']).parse::<IpAddr>().map_err(|_| {
+                    invalid_at(
+                        text,
+                        Some(span.clone()),
+                        Some("server.host".into()),
+                        format!("{value:?} is not an IP address (use \"127.0.0.1\")"),
+                    )
+                })?
+            };
+            (ip, Some(span))
+        }
+    };
+    let auth_token = match s.auth_token {
+        None => None,
+        Some(t) if t.get_ref().trim().len() < 16 => {
+            return Err(invalid_at(
+                text,
+                Some(t.span()),
+                Some("server.auth_token".into()),
+                "must be at least 16 characters".into(),
+            ))
+        }
+        Some(t) => Some(t.into_inner()),
+    };
+    if !host.is_loopback() && auth_token.is_none() {
+        return Err(invalid_at(
+            text,
+            host_span,
+            Some("server.host".into()),
+            format!(
+                "{host} is reachable from other machines; set server.auth_token to expose the proxy beyond this Mac, or use \"127.0.0.1\""
+            ),
+        ));
+    }
+    let max_body_bytes = match s.max_body_bytes {
+        None => 32 * 1024 * 1024,
+        Some(v) if *v.get_ref() < 1024 => {
+            return Err(invalid_at(
+                text,
+                Some(v.span()),
+                Some("server.max_body_bytes".into()),
+                "must be at least 1024".into(),
+            ))
+        }
+        Some(v) => usize::try_from(*v.get_ref()).unwrap_or(usize::MAX),
+    };
+    Ok(ServerConfig {
+        host,
+        port: s.port.unwrap_or(8000),
+        auth_token,
+        allowed_hosts: s
+            .allowed_hosts
+            .into_iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        allowed_origins: s
+            .allowed_origins
+            .into_iter()
+            .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+            .collect(),
+        max_body_bytes,
+        shutdown_grace: secs(s.shutdown_grace_secs, 10),
+    })
+}
+
+fn validate_routing(r: RawRouting, text: &str) -> Result<RoutingConfig, Invalid> {
+    let default_cooldown = positive_secs(
+        text,
+        r.default_cooldown_secs,
+        60,
+        "routing.default_cooldown_secs",
+    )?;
+    let max_span = r.max_cooldown_secs.as_ref().map(Spanned::span);
+    let max_cooldown = positive_secs(text, r.max_cooldown_secs, 3600, "routing.max_cooldown_secs")?;
+    if max_cooldown < default_cooldown {
+        return Err(invalid_at(
+            text,
+            max_span,
+            Some("routing.max_cooldown_secs".into()),
+            "must not be less than routing.default_cooldown_secs".into(),
+        ));
+    }
+    Ok(RoutingConfig {
+        default_cooldown,
+        max_cooldown,
+        transient_cooldown: secs(r.transient_cooldown_secs, 10),
+        payment_cooldown: secs(r.payment_cooldown_secs, 3600),
+        connect_timeout: positive_secs(
+            text,
+            r.connect_timeout_secs,
+            10,
+            "routing.connect_timeout_secs",
+        )?,
+        first_byte_timeout: positive_secs(
+            text,
+            r.first_byte_timeout_secs,
+            60,
+            "routing.first_byte_timeout_secs",
+        )?,
+        request_timeout: positive_secs(
+            text,
+            r.request_timeout_secs,
+            600,
+            "routing.request_timeout_secs",
+        )?,
+        stream_idle_timeout: positive_secs(
+            text,
+            r.stream_idle_timeout_secs,
+            90,
+            "routing.stream_idle_timeout_secs",
+        )?,
+        max_attempts: r.max_attempts.unwrap_or(0),
+    })
+}
+
+fn validate_provider(
+    p: RawProvider,
+    i: usize,
+    text: &str,
+    names: &mut HashSet<String>,
+) -> Result<ProviderConfig, Invalid> {
+    let at = |span: Range<usize>, field: &str, msg: String| {
+        invalid_at(text, Some(span), Some(format!("providers[{i}].{field}")), msg)
+    };
+    let name_span = p.name.span();
+    let name = p.name.into_inner();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    {
+        return Err(at(
+            name_span,
+            "name",
+            format!("{name:?} must be non-empty and use only a-z, 0-9, _ and -"),
+        ));
+    }
+    if !names.insert(name.clone()) {
+        return Err(at(
+            name_span,
+            "name",
+            format!("{name:?} is used by another provider"),
+        ));
+    }
+    let url_span = p.base_url.span();
+    let base_url = p.base_url.into_inner().trim_end_matches('/').to_string();
+    let scheme_ok = base_url.starts_with("https://") || base_url.starts_with("http://");
+    if !scheme_ok || base_url.split("://").nth(1).is_none_or(str::is_empty) {
+        return Err(at(
+            url_span,
+            "base_url",
+            format!("{base_url:?} must be an http:// or https:// URL"),
+        ));
+    }
+    let model_span = p.model.span();
+    let model = p.model.into_inner();
+    if model.trim().is_empty() {
+        return Err(at(model_span, "model", "must not be empty".into()));
+    }
+    let priority = match p.priority {
+        None => 100,
+        Some(s) if *s.get_ref() == 0 => {
+            return Err(at(
+                s.span(),
+                "priority",
+                "must be 1 or more (1 = tried first)".into(),
+            ))
+        }
+        Some(s) => *s.get_ref(),
+    };
+    let default_env = format!("{}_API_KEY", name.to_ascii_uppercase().replace('-', "_"));
+    let api_key_env = match p.api_key_env {
+        None => vec![default_env],
+        Some(s) => {
+            let span = s.span();
+            let list = match s.into_inner() {
+                OneOrMany::One(v) => vec![v],
+                OneOrMany::Many(v) => v,
+            };
+            if let Some(bad) = list.iter().find(|v| {
+                v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            }) {
+                return Err(at(
+                    span,
+                    "api_key_env",
+                    format!("{bad:?} is not an environment variable name"),
+                ));
+            }
+            list
+        }
+    };
+    Ok(ProviderConfig {
+        name,
+        base_url,
+        model,
+        models: p.models,
+        priority,
+        enabled: p.enabled.unwrap_or(true),
+        api_key_env,
+        requires_key: p.requires_key.unwrap_or(true),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_col;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("a\nbc", 0), (1, 1));
+        assert_eq!(line_col("a\nbc", 3), (2, 2));
+    }
+}

@@ -1,0 +1,156 @@
+//! The running agent's shared handle: the provider pool, the live config, the upstream
+//! client and the key store, plus the commands every front end uses (HTTP admin routes,
+//! the tray, signals): toggle, reload config, reload keys. Fallible work (reading files,
+//! asking the keychain) runs off the async workers and completes before anything is
+//! swapped in, so requests never see half-old, half-new state.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigError, ProviderConfig};
+use crate::pool::Pool;
+use crate::secrets::{KeyStore, ProviderKey};
+
+/// Errors of engine commands.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The config on disk is invalid or unreadable; the running one stays.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A blocking task failed to run.
+    #[error("internal task failed: {0}")]
+    Task(String),
+    /// There is no config file to reload (running on the built-in default).
+    #[error("no config file to reload")]
+    NoFile,
+}
+
+/// The shared state behind every front end. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    /// Provider state.
+    pub pool: Pool,
+    config: Arc<watch::Sender<Arc<Config>>>,
+    /// The shared upstream client.
+    pub client: reqwest::Client,
+    keys: Arc<dyn KeyStore>,
+    config_path: Option<PathBuf>,
+}
+
+/// Looks up every provider's keys (blocking: keychains may block).
+pub fn lookup_keys(
+    store: &dyn KeyStore,
+    providers: &[Arc<ProviderConfig>],
+) -> HashMap<String, Vec<ProviderKey>> {
+    providers
+        .iter()
+        .map(|p| (p.name.clone(), store.keys_for(p)))
+        .collect()
+}
+
+impl Engine {
+    /// Builds the engine. Blocking (key lookup): call before the runtime serves requests
+    /// or from `spawn_blocking`.
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        keys: Arc<dyn KeyStore>,
+    ) -> Result<Engine, reqwest::Error> {
+        let client = crate::upstream::build_client(&config.routing)?;
+        let found = lookup_keys(keys.as_ref(), &config.providers);
+        let pool = Pool::new(&config.providers, &found, config.routing.clone(), Utc::now());
+        pool.set_key_note(keys.note());
+        pool.set_config_status(config_path.as_ref().map(|p| p.display().to_string()), None);
+        let (tx, _rx) = watch::channel(Arc::new(config));
+        Ok(Engine {
+            pool,
+            config: Arc::new(tx),
+            client,
+            keys,
+            config_path,
+        })
+    }
+
+    /// The config in force now.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.borrow())
+    }
+
+    /// Where the config file lives, if any.
+    pub fn config_path(&self) -> Option<&PathBuf> {
+        self.config_path.as_ref()
+    }
+
+    /// Watches config swaps.
+    pub fn subscribe_config(&self) -> watch::Receiver<Arc<Config>> {
+        self.config.subscribe()
+    }
+
+    /// Toggles a provider; false for an unknown name.
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> bool {
+        let ok = self.pool.set_enabled(name, enabled);
+        if ok {
+            tracing::info!(provider = name, enabled, "provider toggled");
+        }
+        ok
+    }
+
+    /// Re-reads the config file and the keys, validates, then swaps in one step. On error
+    /// the running config stays and the error is recorded for `/status`.
+    pub async fn reload(&self) -> Result<Arc<Config>, EngineError> {
+        let Some(path) = self.config_path.clone() else {
+            return Err(EngineError::NoFile);
+        };
+        let store = Arc::clone(&self.keys);
+        let loaded = tokio::task::spawn_blocking(move || {
+            let config = Config::load(&path)?;
+            let keys = lookup_keys(store.as_ref(), &config.providers);
+            Ok::<_, ConfigError>((config, keys, store.note()))
+        })
+        .await
+        .map_err(|e| EngineError::Task(e.to_string()))?;
+        let path_text = self.config_path.as_ref().map(|p| p.display().to_string());
+        match loaded {
+            Ok((config, keys, note)) => {
+                let old = self.config();
+                if old.server.port != config.server.port || old.server.host != config.server.host {
+                    tracing::warn!(
+                        "server.host/server.port changed; the new address takes effect after a restart"
+                    );
+                }
+                self.pool
+                    .apply(&config.providers, &keys, config.routing.clone(), Utc::now());
+                self.pool.set_key_note(note);
+                self.pool.set_config_status(path_text, None);
+                let config = Arc::new(config);
+                self.config.send_replace(Arc::clone(&config));
+                tracing::info!(providers = config.providers.len(), "config reloaded");
+                Ok(config)
+            }
+            Err(e) => {
+                tracing::error!("config reload rejected, keeping the running config: {e}");
+                self.pool.set_config_status(path_text, Some(e.to_string()));
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Re-reads every provider's keys (after `keys set` or `keys delete`).
+    pub async fn reload_keys(&self) -> Result<(), EngineError> {
+        let store = Arc::clone(&self.keys);
+        let providers = self.pool.configs();
+        let (keys, note) = tokio::task::spawn_blocking(move || {
+            (lookup_keys(store.as_ref(), &providers), store.note())
+        })
+        .await
+        .map_err(|e| EngineError::Task(e.to_string()))?;
+        self.pool.apply_keys(&keys, Utc::now());
+        self.pool.set_key_note(note);
+        tracing::info!("keys reloaded");
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! llm-rotator: one OpenAI-compatible endpoint on localhost that rotates across LLM
+//! providers when they hit rate limits. The engine (config, pool, upstream, proxy,
+//! server) is plain Rust; platform code lives in small modules behind `cfg`.
+
+pub mod admin;
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod logging;
+pub mod paths;
+pub mod pool;
+pub mod proxy;
+pub mod secrets;
+pub mod server;
+pub mod upstream;

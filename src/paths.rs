@@ -1,0 +1,74 @@
+//! Every file location the agent uses, in one place: config, data (state), logs and the
+//! login-agent files. Defaults follow each platform's conventions through `directories`
+//! (macOS: ~/Library/Application Support/llm-rotator, ~/Library/Logs/llm-rotator; Linux:
+//! XDG config/data/state dirs); `--config`/`--data-dir` and their env vars override them.
+
+use std::path::PathBuf;
+
+/// The resolved locations for one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// The config file.
+    pub config: PathBuf,
+    /// The data dir (persisted state).
+    pub data_dir: PathBuf,
+    /// The log dir.
+    pub log_dir: PathBuf,
+}
+
+/// Errors resolving paths.
+#[derive(Debug, thiserror::Error)]
+pub enum PathsError {
+    /// No home directory could be found.
+    #[error("cannot find the home directory; pass --config and --data-dir")]
+    NoHome,
+}
+
+/// The application's bundle-style identifier.
+pub const APP_ID: &str = "com.llmrotator.agent";
+
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    // macOS: ~/Library/Application Support/llm-rotator; Linux: ~/.config/llm-rotator.
+    directories::ProjectDirs::from("", "", "llm-rotator")
+}
+
+impl Paths {
+    /// Resolves paths from the optional overrides and the platform defaults.
+    pub fn resolve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<Paths, PathsError> {
+        let dirs = project_dirs();
+        let config = match config {
+            Some(c) => c,
+            None => dirs
+                .as_ref()
+                .ok_or(PathsError::NoHome)?
+                .config_dir()
+                .join("config.toml"),
+        };
+        let data_dir = match data_dir {
+            Some(d) => d,
+            None => dirs.as_ref().ok_or(PathsError::NoHome)?.data_dir().to_path_buf(),
+        };
+        let log_dir = default_log_dir().unwrap_or_else(|| data_dir.join("logs"));
+        Ok(Paths {
+            config,
+            data_dir,
+            log_dir,
+        })
+    }
+}
+
+/// ~/Library/Logs/llm-rotator on macOS; the XDG state dir on Linux.
+pub fn default_log_dir() -> Option<PathBuf> {
+    #[cfg(target_os = "macos")]
+    {
+        directories::BaseDirs::new().map(|b| b.home_dir().join("Library/Logs/llm-rotator"))
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        directories::BaseDirs::new().map(|b| {
+            b.state_dir()
+                .map(|s| s.join("llm-rotator"))
+                .unwrap_or_else(|| b.home_dir().join(".local/state/llm-rotator"))
+        })
+    }
+}

@@ -1,0 +1,214 @@
+//! The read-only picture of the pool that `/status`, `/stats`, the CLI and the tray show.
+//! Field names match the integration guide apps are written against: keep them.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{secs_until, Inner};
+
+/// What a provider is doing right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderStateKind {
+    /// Can serve now.
+    Ready,
+    /// Every usable key is cooling down.
+    CoolingDown,
+    /// Turned off.
+    Disabled,
+    /// Needs a key and has none.
+    NoKey,
+    /// Every key was rejected.
+    AuthFailed,
+}
+
+impl ProviderStateKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderStateKind::Ready => "ready",
+            ProviderStateKind::CoolingDown => "cooling_down",
+            ProviderStateKind::Disabled => "disabled",
+            ProviderStateKind::NoKey => "no_key",
+            ProviderStateKind::AuthFailed => "auth_failed",
+        }
+    }
+}
+
+/// One key of a provider, never the key itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeySnapshot {
+    /// Origin and fingerprint, e.g. "env GROQ_API_KEY …WXYZ".
+    pub label: String,
+    /// `ready`, `cooling_down` or `auth_failed`.
+    pub state: String,
+    /// Requests today on this key.
+    pub request_count: u64,
+    /// Cooldown deadline (RFC 3339 UTC).
+    pub rate_limited_until: Option<String>,
+    /// Seconds left in the cooldown.
+    pub cooldown_remaining_secs: u64,
+    /// Why it cools down.
+    pub cooldown_reason: Option<String>,
+}
+
+/// One provider in `/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderSnapshot {
+    /// Name.
+    pub name: String,
+    /// Effective toggle.
+    pub enabled: bool,
+    /// The toggle as written in the config file.
+    pub enabled_in_config: bool,
+    /// Whether it has a key (or needs none).
+    pub has_key: bool,
+    /// Priority (1 = first).
+    pub priority: u32,
+    /// Default model.
+    pub model: String,
+    /// Further models.
+    pub models: Vec<String>,
+    /// `ready|cooling_down|disabled|no_key|auth_failed`.
+    pub state: ProviderStateKind,
+    /// Requests today.
+    pub request_count: u64,
+    /// Requests ever.
+    pub total_requests: u64,
+    /// Tokens ever.
+    pub total_tokens_used: u64,
+    /// Whether it is cooling down.
+    pub is_rate_limited: bool,
+    /// When it is ready again (RFC 3339 UTC), if cooling.
+    pub rate_limited_until: Option<String>,
+    /// Seconds until ready, if cooling.
+    pub cooldown_remaining_secs: u64,
+    /// Why it cools down.
+    pub cooldown_reason: Option<String>,
+    /// Last failure.
+    pub last_error: Option<String>,
+    /// Per key.
+    pub keys: Vec<KeySnapshot>,
+}
+
+/// The config file's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigSnapshot {
+    /// Where it lives.
+    pub path: Option<String>,
+    /// The last load error (with line and column), if the file on disk is not in use.
+    pub last_error: Option<String>,
+}
+
+/// Everything at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Providers in config order.
+    pub providers: Vec<ProviderSnapshot>,
+    /// Note from the key store (e.g. no keychain available).
+    pub key_store: Option<String>,
+    /// The config file's state.
+    pub config: ConfigSnapshot,
+    /// When this snapshot was taken (RFC 3339 UTC).
+    pub generated_at: String,
+}
+
+impl Snapshot {
+    /// Providers by priority (then config order): the order the tray shows.
+    pub fn by_priority(&self) -> Vec<&ProviderSnapshot> {
+        let mut v: Vec<&ProviderSnapshot> = self.providers.iter().collect();
+        v.sort_by_key(|p| p.priority);
+        v
+    }
+
+    /// How many providers are ready.
+    pub fn ready_count(&self) -> usize {
+        self.providers
+            .iter()
+            .filter(|p| p.state == ProviderStateKind::Ready)
+            .count()
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
+    let providers = inner
+        .providers
+        .iter()
+        .map(|p| {
+            let state = p.kind(now);
+            let ready_at = p.ready_at(now).filter(|_| state == ProviderStateKind::CoolingDown);
+            let reason = ready_at.and_then(|t| {
+                p.keys
+                    .iter()
+                    .find(|k| k.cooldown_until == Some(t))
+                    .and_then(|k| k.cooldown_reason.clone())
+            });
+            let keys = if p.config.requires_key {
+                p.keys
+                    .iter()
+                    .map(|k| {
+                        let cooling = k.cooling(now);
+                        KeySnapshot {
+                            label: k.label.clone(),
+                            state: if k.auth_failed {
+                                "auth_failed"
+                            } else if cooling {
+                                "cooling_down"
+                            } else {
+                                "ready"
+                            }
+                            .to_string(),
+                            request_count: k.request_count,
+                            rate_limited_until: k
+                                .cooldown_until
+                                .filter(|_| cooling)
+                                .map(rfc3339),
+                            cooldown_remaining_secs: k
+                                .cooldown_until
+                                .filter(|_| cooling)
+                                .map_or(0, |t| secs_until(t, now)),
+                            cooldown_reason: k
+                                .cooldown_reason
+                                .clone()
+                                .filter(|_| cooling),
+                        }
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            ProviderSnapshot {
+                name: p.config.name.clone(),
+                enabled: p.enabled(),
+                enabled_in_config: p.config.enabled,
+                has_key: !p.keys.is_empty(),
+                priority: p.config.priority,
+                model: p.config.model.clone(),
+                models: p.config.models.clone(),
+                state,
+                request_count: p.request_count,
+                total_requests: p.total_requests,
+                total_tokens_used: p.total_tokens,
+                is_rate_limited: ready_at.is_some(),
+                rate_limited_until: ready_at.map(rfc3339),
+                cooldown_remaining_secs: ready_at.map_or(0, |t| secs_until(t, now)),
+                cooldown_reason: reason,
+                last_error: p.last_error.clone(),
+                keys,
+            }
+        })
+        .collect();
+    Snapshot {
+        providers,
+        key_store: inner.key_note.clone(),
+        config: ConfigSnapshot {
+            path: inner.config_path.clone(),
+            last_error: inner.config_error.clone(),
+        },
+        generated_at: rfc3339(now),
+    }
+}

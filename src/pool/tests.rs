@@ -1,0 +1,286 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::*;
+use crate::config::{Config, ProviderConfig};
+use crate::secrets::{ApiKey, KeyOrigin, ProviderKey};
+
+fn provider(name: &str, priority: u32, models: &[&str]) -> Arc<ProviderConfig> {
+    Arc::new(ProviderConfig {
+        name: name.into(),
+        base_url: format!("http://127.0.0.1:1/{name}"),
+        model: format!("{name}-default"),
+        models: models.iter().map(|m| (*m).to_string()).collect(),
+        priority,
+        enabled: true,
+        api_key_env: vec![],
+        requires_key: true,
+    })
+}
+
+fn key(text: &str) -> ProviderKey {
+    ProviderKey {
+        key: ApiKey::new(text).expect("key"),
+        origin: KeyOrigin::Env("X".into()),
+    }
+}
+
+fn keys(list: &[(&str, &[&str])]) -> HashMap<String, Vec<ProviderKey>> {
+    list.iter()
+        .map(|(p, ks)| ((*p).to_string(), ks.iter().map(|k| key(k)).collect()))
+        .collect()
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).single().expect("time")
+}
+
+fn routing() -> crate::config::RoutingConfig {
+    Config::builtin().expect("builtin").routing
+}
+
+fn pool(ps: &[Arc<ProviderConfig>], ks: &HashMap<String, Vec<ProviderKey>>) -> Pool {
+    Pool::new(ps, ks, routing(), t0())
+}
+
+#[test]
+fn lower_priority_number_is_tried_first() {
+    let ps = [provider("b", 2, &[]), provider("a", 1, &[])];
+    let pool = pool(&ps, &keys(&[("a", &["ka"]), ("b", &["kb"])]));
+    let a = pool.pick(&Route::Any, &[], t0()).expect("pick");
+    assert_eq!(a.provider.name, "a");
+    assert_eq!(a.model, "a-default");
+    let b = pool.pick(&Route::Any, &[a.key_id], t0()).expect("pick");
+    assert_eq!(b.provider.name, "b");
+    assert!(pool.pick(&Route::Any, &[a.key_id, b.key_id], t0()).is_none());
+}
+
+#[test]
+fn equal_priorities_share_load_round_robin() {
+    let ps = [provider("a", 1, &[]), provider("b", 1, &[])];
+    let pool = pool(&ps, &keys(&[("a", &["ka"]), ("b", &["kb"])]));
+    let names: Vec<String> = (0..4)
+        .map(|_| pool.pick(&Route::Any, &[], t0()).expect("pick").provider.name.clone())
+        .collect();
+    assert_eq!(names, ["a", "b", "a", "b"]);
+}
+
+#[test]
+fn providers_without_keys_or_disabled_are_skipped() {
+    let ps = [provider("a", 1, &[]), provider("b", 2, &[]), provider("c", 3, &[])];
+    let pool = pool(&ps, &keys(&[("b", &["kb"]), ("c", &["kc"])]));
+    assert!(pool.set_enabled("b", false));
+    assert_eq!(pool.pick(&Route::Any, &[], t0()).expect("pick").provider.name, "c");
+    let snap = pool.snapshot(t0());
+    assert_eq!(snap.providers[0].state, ProviderStateKind::NoKey);
+    assert_eq!(snap.providers[1].state, ProviderStateKind::Disabled);
+    assert_eq!(snap.providers[2].state, ProviderStateKind::Ready);
+    assert!(!pool.set_enabled("nope", true));
+}
+
+#[test]
+fn rate_limit_cools_down_for_exactly_the_hint() {
+    let ps = [provider("a", 1, &[]), provider("b", 2, &[])];
+    let pool = pool(&ps, &keys(&[("a", &["ka"]), ("b", &["kb"])]));
+    let a = pool.pick(&Route::Any, &[], t0()).expect("pick");
+    pool.report(
+        &a,
+        &Outcome::RateLimited {
+            retry_after: Some(Duration::from_secs(37)),
+            reason: "429".into(),
+        },
+        t0(),
+    );
+    let later = t0() + chrono::Duration::seconds(36);
+    assert_eq!(pool.pick(&Route::Any, &[], later).expect("pick").provider.name, "b");
+    let snap = pool.snapshot(t0());
+    assert_eq!(snap.providers[0].state, ProviderStateKind::CoolingDown);
+    assert_eq!(snap.providers[0].cooldown_remaining_secs, 37);
+    assert_eq!(
+        snap.providers[0].rate_limited_until.as_deref(),
+        Some("2026-11-27T12:00:37Z")
+    );
+    assert_eq!(snap.providers[0].request_count, 1);
+    let after = t0() + chrono::Duration::seconds(37);
+    assert_eq!(pool.pick(&Route::Any, &[], after).expect("pick").provider.name, "a");
+}
+
+#[test]
+fn hintless_rate_limits_grow_and_cap() {
+    let ps = [provider("a", 1, &[])];
+    let pool = pool(&ps, &keys(&[("a", &["ka"])]));
+    let mut now = t0();
+    let mut waits = vec![];
+    for _ in 0..8 {
+        let a = pool.pick(&Route::Any, &[], now).expect("pick");
+        let outcome = Outcome::RateLimited {
+            retry_after: None,
+            reason: "429".into(),
+        };
+        pool.report(&a, &outcome, now);
+        let s = pool.snapshot(now);
+        waits.push(s.providers[0].cooldown_remaining_secs);
+        now += chrono::Duration::seconds(i64::try_from(s.providers[0].cooldown_remaining_secs).expect("fits"));
+    }
+    assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
+}
+
+#[test]
+fn auth_failure_benches_until_reenabled_or_key_changes() {
+    let ps = [provider("a", 1, &[])];
+    let pool = pool(&ps, &keys(&[("a", &["ka"])]));
+    let a = pool.pick(&Route::Any, &[], t0()).expect("pick");
+    pool.report(&a, &Outcome::AuthFailed { reason: "401".into() }, t0());
+    assert!(pool.pick(&Route::Any, &[], t0()).is_none());
+    assert_eq!(pool.snapshot(t0()).providers[0].state, ProviderStateKind::AuthFailed);
+    assert!(matches!(
+        pool.unavailable(&Route::Any, t0()),
+        Unavailable::NoneUsable { .. }
+    ));
+    // A new key makes it eligible again.
+    pool.apply_keys(&keys(&[("a", &["ka2"])]), t0());
+    assert!(pool.pick(&Route::Any, &[], t0()).is_some());
+}
+
+#[test]
+fn several_keys_rotate_and_cool_down_on_their_own() {
+    let ps = [provider("a", 1, &[])];
+    let pool = pool(&ps, &keys(&[("a", &["key-one-0000000000000", "key-two-0000000000000"])]));
+    let first = pool.pick(&Route::Any, &[], t0()).expect("pick");
+    pool.report(
+        &first,
+        &Outcome::RateLimited {
+            retry_after: Some(Duration::from_secs(10)),
+            reason: "429".into(),
+        },
+        t0(),
+    );
+    let second = pool.pick(&Route::Any, &[first.key_id], t0()).expect("pick");
+    assert_ne!(first.key_id, second.key_id);
+    let snap = pool.snapshot(t0());
+    assert_eq!(snap.providers[0].state, ProviderStateKind::Ready);
+    assert_eq!(snap.providers[0].keys[0].state, "cooling_down");
+    assert!(!format!("{snap:?}").contains("key-one"));
+}
+
+#[test]
+fn all_cooling_reports_time_to_first_ready() {
+    let ps = [provider("a", 1, &[]), provider("b", 1, &[])];
+    let pool = pool(&ps, &keys(&[("a", &["ka"]), ("b", &["kb"])]));
+    for secs in [30, 12] {
+        let at = pool.pick(&Route::Any, &[], t0()).expect("pick");
+        pool.report(
+            &at,
+            &Outcome::RateLimited {
+                retry_after: Some(Duration::from_secs(secs)),
+                reason: "429".into(),
+            },
+            t0(),
+        );
+    }
+    match pool.unavailable(&Route::Any, t0()) {
+        Unavailable::AllCooling { retry_after, states } => {
+            assert_eq!(retry_after, Duration::from_secs(12));
+            assert_eq!(states.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn routes_follow_the_requested_model() {
+    let ps = vec![
+        provider("groq", 1, &["llama-8b", "openai/gpt-oss"]),
+        provider("openai", 2, &["gpt-4"]),
+    ];
+    assert_eq!(route_for(None, &ps), Route::Any);
+    assert_eq!(route_for(Some("auto"), &ps), Route::Any);
+    assert_eq!(route_for(Some("unknown-model"), &ps), Route::Any);
+    assert_eq!(route_for(Some("gpt-4"), &ps), Route::Model("gpt-4".into()));
+    // A listed model id wins over a provider-name prefix.
+    assert_eq!(
+        route_for(Some("openai/gpt-oss"), &ps),
+        Route::Model("openai/gpt-oss".into())
+    );
+    assert_eq!(
+        route_for(Some("openai/gpt-5"), &ps),
+        Route::Pinned {
+            provider: "openai".into(),
+            model: "gpt-5".into()
+        }
+    );
+    let pool = pool(&ps, &keys(&[("groq", &["k1"]), ("openai", &["k2"])]));
+    let a = pool
+        .pick(&Route::Model("gpt-4".into()), &[], t0())
+        .expect("pick");
+    assert_eq!((a.provider.name.as_str(), a.model.as_str()), ("openai", "gpt-4"));
+}
+
+#[test]
+fn requests_today_roll_over_at_local_midnight() {
+    let ps = [provider("a", 1, &[])];
+    let pool = pool(&ps, &keys(&[("a", &["ka"])]));
+    let a = pool.pick(&Route::Any, &[], t0()).expect("pick");
+    pool.report(&a, &Outcome::Success { tokens: Some(7) }, t0());
+    assert_eq!(pool.snapshot(t0()).providers[0].request_count, 1);
+    let tomorrow = t0() + chrono::Duration::hours(24);
+    let s = pool.snapshot(tomorrow);
+    assert_eq!(s.providers[0].request_count, 0);
+    assert_eq!(s.providers[0].total_requests, 1);
+    assert_eq!(s.providers[0].total_tokens_used, 7);
+}
+
+#[test]
+fn reload_keeps_state_by_name_and_drops_removed_providers() {
+    let ps = [provider("a", 1, &[]), provider("b", 2, &[])];
+    let ks = keys(&[("a", &["ka"]), ("b", &["kb"])]);
+    let pool = pool(&ps, &ks);
+    let a = pool.pick(&Route::Any, &[], t0()).expect("pick");
+    pool.report(
+        &a,
+        &Outcome::RateLimited {
+            retry_after: Some(Duration::from_secs(100)),
+            reason: "429".into(),
+        },
+        t0(),
+    );
+    let mut a2 = (*ps[0]).clone();
+    a2.model = "new-model".into();
+    pool.apply(&[Arc::new(a2)], &ks, routing(), t0());
+    let s = pool.snapshot(t0());
+    assert_eq!(s.providers.len(), 1);
+    assert_eq!(s.providers[0].model, "new-model");
+    assert_eq!(s.providers[0].state, ProviderStateKind::CoolingDown);
+    assert_eq!(s.providers[0].request_count, 1);
+}
+
+#[test]
+fn records_round_trip_without_the_key() {
+    let ps = [provider("a", 1, &[])];
+    let ks = keys(&[("a", &["super-secret-key-123456"])]);
+    let pool1 = pool(&ps, &ks);
+    let a = pool1.pick(&Route::Any, &[], t0()).expect("pick");
+    pool1.report(
+        &a,
+        &Outcome::RateLimited {
+            retry_after: Some(Duration::from_secs(100)),
+            reason: "429".into(),
+        },
+        t0(),
+    );
+    pool1.set_enabled("a", false);
+    let records = pool1.records();
+    let text = serde_json::to_string(&records).expect("json");
+    assert!(!text.contains("super-secret"));
+    let pool2 = pool(&ps, &ks);
+    pool2.restore(&records, t0() + chrono::Duration::seconds(10));
+    let s = pool2.snapshot(t0() + chrono::Duration::seconds(10));
+    assert!(!s.providers[0].enabled);
+    assert_eq!(s.providers[0].request_count, 1);
+    pool2.set_enabled("a", true);
+    let s = pool2.snapshot(t0() + chrono::Duration::seconds(10));
+    assert_eq!(s.providers[0].cooldown_remaining_secs, 90);
+}

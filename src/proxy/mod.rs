@@ -1,0 +1,349 @@
+//! The OpenAI-compatible endpoints and the rotation loop: the only caller of
+//! [`Pool::pick`](crate::pool::Pool::pick) and [`Pool::report`](crate::pool::Pool::report).
+//! A request goes to the best eligible provider; rate limits, auth failures and transient
+//! errors move it on to the next one, as long as nothing has reached the client yet.
+//! Prompts and completions are never logged.
+
+pub mod body;
+pub mod error;
+mod stream;
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::engine::Engine;
+use crate::pool::{route_for, Attempt, Outcome, Unavailable};
+use crate::upstream::{self, Verdict};
+use body::{BodyError, ChatBody};
+use error::ApiError;
+
+/// `X-Provider`: who answered.
+pub const X_PROVIDER: &str = "x-provider";
+/// `X-Model`: which model answered.
+pub const X_MODEL: &str = "x-model";
+
+/// Reads the request body up to the configured limit.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_big = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if too_big {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+                format!("the request body is larger than server.max_body_bytes ({limit} bytes)"),
+            )
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(State(engine): State<Engine>, body: Body) -> Response {
+    let config = engine.config();
+    let bytes = match read_body(body, config.server.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let chat = match ChatBody::parse(&bytes) {
+        Ok(c) => c,
+        Err(e) => return body_error(&e).into_response(),
+    };
+    let started = Instant::now();
+    let route = route_for(chat.model(), &config.providers);
+    let stream = chat.stream();
+    let routing = &config.routing;
+    let mut tried: Vec<u64> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    // Whether some attempt failed for another reason than a rate limit (then the client
+    // gets a 502 listing the attempts rather than a 429).
+    let mut hard_failure = false;
+    loop {
+        if routing.max_attempts > 0 && tried.len() >= routing.max_attempts {
+            break;
+        }
+        let Some(attempt) = engine.pool.pick(&route, &tried, Utc::now()) else {
+            break;
+        };
+        tried.push(attempt.key_id);
+        names.push(attempt.provider.name.clone());
+        let upstream_body = chat.with_model(&attempt.model);
+        let sent = upstream::send(
+            &engine.client,
+            &attempt,
+            upstream_body,
+            stream,
+            routing.first_byte_timeout,
+        )
+        .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(fail) => {
+                let outcome = fail.outcome();
+                hard_failure = true;
+                failures.push(describe(&attempt, &fail.to_string()));
+                engine.pool.report(&attempt, &outcome, Utc::now());
+                continue;
+            }
+        };
+        let status = resp.status();
+        if status.is_success() {
+            let result = if stream {
+                stream::relay(&engine, &attempt, resp, routing).await
+            } else {
+                relay_json(&engine, &attempt, resp, routing.request_timeout).await
+            };
+            match result {
+                Ok((response, tokens)) => {
+                    tracing::info!(
+                        providers = %names.join(","),
+                        model = %attempt.model,
+                        status = response.status().as_u16(),
+                        attempts = tried.len(),
+                        stream,
+                        latency_ms = started.elapsed().as_millis() as u64,
+                        tokens = tokens.unwrap_or(0),
+                        "request"
+                    );
+                    return response;
+                }
+                Err(reason) => {
+                    hard_failure = true;
+                    failures.push(describe(&attempt, &reason));
+                    engine.pool.report(
+                        &attempt,
+                        &Outcome::Transient {
+                            reason,
+                            reached: true,
+                        },
+                        Utc::now(),
+                    );
+                    continue;
+                }
+            }
+        }
+        // A failure status: read the (small) error body to classify it.
+        let headers = resp.headers().clone();
+        let err_body = tokio::time::timeout(routing.first_byte_timeout, resp.bytes())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        match upstream::classify(status, &headers, &err_body, attempt.key.as_ref(), Utc::now()) {
+            Verdict::Rotate(outcome) => {
+                hard_failure |= !matches!(outcome, Outcome::RateLimited { .. });
+                failures.push(describe(&attempt, &outcome_text(&outcome)));
+                engine.pool.report(&attempt, &outcome, Utc::now());
+            }
+            Verdict::Relay => {
+                engine.pool.report(
+                    &attempt,
+                    &Outcome::Relayed {
+                        status: status.as_u16(),
+                    },
+                    Utc::now(),
+                );
+                tracing::info!(
+                    providers = %names.join(","),
+                    model = %attempt.model,
+                    status = status.as_u16(),
+                    attempts = tried.len(),
+                    stream,
+                    latency_ms = started.elapsed().as_millis() as u64,
+                    "request relayed a provider error"
+                );
+                return relay_error(&attempt, status, &headers, err_body);
+            }
+        }
+    }
+    let err = no_provider_error(&engine, &route, &failures, hard_failure);
+    tracing::warn!(
+        providers = %names.join(","),
+        status = err.status.as_u16(),
+        attempts = tried.len(),
+        stream,
+        latency_ms = started.elapsed().as_millis() as u64,
+        "request failed: {}",
+        err.code
+    );
+    err.into_response()
+}
+
+fn describe(attempt: &Attempt, what: &str) -> String {
+    format!("{} ({}): {what}", attempt.provider.name, attempt.key_label)
+}
+
+fn outcome_text(o: &Outcome) -> String {
+    match o {
+        Outcome::RateLimited { reason, .. } => format!("rate limited ({reason})"),
+        Outcome::AuthFailed { reason } => format!("key rejected ({reason})"),
+        Outcome::PaymentRequired { reason } => format!("payment required ({reason})"),
+        Outcome::Transient { reason, .. } => reason.clone(),
+        Outcome::Success { .. } => "ok".into(),
+        Outcome::Relayed { status } => format!("HTTP {status}"),
+    }
+}
+
+fn body_error(e: &BodyError) -> ApiError {
+    ApiError::bad_request(e.to_string())
+}
+
+fn no_provider_error(
+    engine: &Engine,
+    route: &crate::pool::Route,
+    failures: &[String],
+    hard_failure: bool,
+) -> ApiError {
+    match engine.pool.unavailable(route, Utc::now()) {
+        Unavailable::AllCooling { retry_after, states } if !hard_failure => {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                format!(
+                    "every provider that can serve this request is rate limited; the first is ready in {}s ({})",
+                    retry_after.as_millis().div_ceil(1000),
+                    states.join("; ")
+                ),
+            );
+            e.retry_after = Some(retry_after);
+            e.providers = states;
+            e
+        }
+        _ if !failures.is_empty() => {
+            let mut e = ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "all_providers_failed",
+                format!("every provider attempt failed: {}", failures.join("; ")),
+            );
+            e.providers = failures.to_vec();
+            e
+        }
+        Unavailable::NoneUsable { states } | Unavailable::AllCooling { states, .. } => {
+            let what = if states.is_empty() {
+                "no configured provider serves this model; use \"auto\" or a model from GET /v1/models".to_string()
+            } else {
+                format!(
+                    "no provider can serve this request ({}). Add a key with `llm-rotator keys set <provider>` or export NAME_API_KEY, or enable a provider",
+                    states.join("; ")
+                )
+            };
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "no_provider_available",
+                what,
+            );
+            e.providers = states;
+            e
+        }
+    }
+}
+
+fn provider_headers(h: &mut HeaderMap, attempt: &Attempt) {
+    if let Ok(v) = HeaderValue::from_str(&attempt.provider.name) {
+        h.insert(X_PROVIDER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&attempt.model) {
+        h.insert(X_MODEL, v);
+    }
+}
+
+fn relay_error(attempt: &Attempt, status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap, body: Bytes) -> Response {
+    let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    let ct = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
+        .unwrap_or(HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+    provider_headers(resp.headers_mut(), attempt);
+    resp
+}
+
+#[derive(Deserialize)]
+struct UsageOnly {
+    usage: Option<Usage>,
+}
+
+/// `usage` as providers report it.
+#[derive(Deserialize)]
+pub(crate) struct Usage {
+    total_tokens: Option<u64>,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+impl Usage {
+    pub(crate) fn total(&self) -> u64 {
+        self.total_tokens.unwrap_or_else(|| {
+            self.prompt_tokens.unwrap_or(0) + self.completion_tokens.unwrap_or(0)
+        })
+    }
+}
+
+/// Relays a successful non-streaming answer; `Err` (a reason) when its body could not
+/// be read, so the loop can rotate.
+async fn relay_json(
+    engine: &Engine,
+    attempt: &Attempt,
+    resp: reqwest::Response,
+    timeout: std::time::Duration,
+) -> Result<(Response, Option<u64>), String> {
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::OK);
+    let ct = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+    let body = match tokio::time::timeout(timeout, resp.bytes()).await {
+        Err(_) => return Err(format!("no complete answer within {}s", timeout.as_secs())),
+        Ok(Err(e)) => return Err(format!("answer broke off: {e}")),
+        Ok(Ok(b)) => b,
+    };
+    let tokens = serde_json::from_slice::<UsageOnly>(&body)
+        .ok()
+        .and_then(|u| u.usage)
+        .map(|u| u.total());
+    engine
+        .pool
+        .report(attempt, &Outcome::Success { tokens }, Utc::now());
+    let mut out = Response::new(Body::from(body));
+    *out.status_mut() = status;
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        ct.unwrap_or(HeaderValue::from_static("application/json")),
+    );
+    provider_headers(out.headers_mut(), attempt);
+    Ok((out, tokens))
+}
+
+/// `GET /v1/models`: "auto" plus every configured model, OpenAI list format. Answers even
+/// with no key set.
+pub async fn models(State(engine): State<Engine>) -> Response {
+    let config = engine.config();
+    let mut seen = std::collections::HashSet::new();
+    let mut data = vec![json!({"id": "auto", "object": "model", "created": 0, "owned_by": "llm-rotator"})];
+    seen.insert("auto".to_string());
+    for p in &config.providers {
+        for m in std::iter::once(&p.model).chain(p.models.iter()) {
+            if seen.insert(m.clone()) {
+                data.push(json!({"id": m, "object": "model", "created": 0, "owned_by": p.name}));
+            }
+        }
+    }
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}

@@ -1,0 +1,258 @@
+//! Sending one attempt to a provider with reqwest, and classifying what came back into a
+//! pool [`Outcome`]. Upstream failures are data here, not errors: the rotation loop decides.
+//! This module never logs keys and never reads the client's headers.
+
+pub mod hint;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Client, StatusCode};
+
+use crate::config::RoutingConfig;
+use crate::pool::{Attempt, Outcome};
+use crate::secrets::ApiKey;
+
+/// What to do after an upstream answered with a non-success status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Record the outcome and try the next provider.
+    Rotate(Outcome),
+    /// Relay the response to the client unchanged.
+    Relay,
+}
+
+/// Builds the one HTTP client all attempts share (connection pools per host).
+pub fn build_client(routing: &RoutingConfig) -> reqwest::Result<Client> {
+    Client::builder()
+        .connect_timeout(routing.connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .user_agent(concat!("llm-rotator/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Sends a chat-completions attempt: the body as given, the attempt's key, nothing from
+/// the client's headers.
+pub async fn send(
+    client: &Client,
+    attempt: &Attempt,
+    body: Bytes,
+    stream: bool,
+    first_byte_timeout: Duration,
+) -> Result<reqwest::Response, SendFailure> {
+    let mut req = client
+        .post(attempt.provider.chat_url())
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .header(
+            ACCEPT,
+            HeaderValue::from_static(if stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            }),
+        )
+        .body(body);
+    if let Some(key) = &attempt.key {
+        req = req.header(AUTHORIZATION, bearer(key.expose())?);
+    }
+    match tokio::time::timeout(first_byte_timeout, req.send()).await {
+        Err(_) => Err(SendFailure::Timeout(first_byte_timeout)),
+        Ok(Err(e)) => Err(SendFailure::from_reqwest(&e)),
+        Ok(Ok(resp)) => Ok(resp),
+    }
+}
+
+fn bearer(key: &str) -> Result<HeaderValue, SendFailure> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| SendFailure::BadKey)?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// Why an attempt got no HTTP response.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SendFailure {
+    /// No response headers within the limit.
+    #[error("no response within {}s", .0.as_secs())]
+    Timeout(Duration),
+    /// TCP/TLS connection failed.
+    #[error("connection failed")]
+    Connect,
+    /// Anything else on the wire.
+    #[error("request failed: {0}")]
+    Other(String),
+    /// The key contains characters that cannot go in a header.
+    #[error("the key contains characters that are not allowed in an HTTP header")]
+    BadKey,
+}
+
+impl SendFailure {
+    fn from_reqwest(e: &reqwest::Error) -> SendFailure {
+        if e.is_connect() {
+            SendFailure::Connect
+        } else if e.is_timeout() {
+            SendFailure::Timeout(Duration::ZERO)
+        } else {
+            // reqwest's Display includes the URL (no key), and a short cause.
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(s) = src {
+                msg = format!("{msg}: {s}");
+                src = s.source();
+            }
+            SendFailure::Other(msg)
+        }
+    }
+
+    /// The pool outcome for this failure.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            SendFailure::BadKey => Outcome::AuthFailed {
+                reason: self.to_string(),
+            },
+            _ => Outcome::Transient {
+                reason: self.to_string(),
+                reached: false,
+            },
+        }
+    }
+}
+
+/// Classifies a non-2xx upstream answer (status, headers, body) into what to do.
+pub fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    key: Option<&ApiKey>,
+    now: DateTime<Utc>,
+) -> Verdict {
+    let code = status.as_u16();
+    let detail = error_message(body)
+        .map(|m| format!("HTTP {code}: {}", redact(&m, key)))
+        .unwrap_or_else(|| format!("HTTP {code}"));
+    match code {
+        429 => Verdict::Rotate(Outcome::RateLimited {
+            retry_after: hint::retry_hint(headers, body, now),
+            reason: detail,
+        }),
+        401 | 403 => Verdict::Rotate(Outcome::AuthFailed { reason: detail }),
+        402 => Verdict::Rotate(Outcome::PaymentRequired { reason: detail }),
+        408 | 500..=599 => Verdict::Rotate(Outcome::Transient {
+            reason: detail,
+            reached: true,
+        }),
+        300..=399 => Verdict::Rotate(Outcome::Transient {
+            reason: format!("HTTP {code}: unexpected redirect"),
+            reached: true,
+        }),
+        _ => Verdict::Relay,
+    }
+}
+
+/// The provider's error message, shortened, if the body has one (any of the shapes
+/// providers use: `{"error":{"message"}}`, `[{"error":...}]`, `{"message"}`,
+/// `{"error":"text"}`).
+pub fn error_message(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let v = match &value {
+        serde_json::Value::Array(items) => items.first()?,
+        other => other,
+    };
+    let msg = match v.get("error") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(e) => e.get("message")?.as_str()?.to_string(),
+        None => v.get("message")?.as_str()?.to_string(),
+    };
+    let mut short: String = msg.chars().take(200).collect();
+    if short.len() < msg.len() {
+        short.push('…');
+    }
+    Some(short)
+}
+
+/// Removes anything key-like from a provider's message before it is stored or shown:
+/// providers echo keys ("Incorrect API key provided: sk-proj-****abcd"), so any word with
+/// a mask character or a long token shape is replaced, and so is any 5-character run of
+/// the key that was sent.
+pub fn redact(message: &str, key: Option<&ApiKey>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for word in message.split(' ') {
+        let core = word.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '*');
+        let tokenish = core.len() >= 20
+            && core
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_*.".contains(c))
+            && core.chars().any(|c| c.is_ascii_digit());
+        let masked = core.contains("**") || core.starts_with("sk-") || core.starts_with("gsk_");
+        let leaks = key.is_some_and(|k| {
+            let chars: Vec<char> = k.expose().chars().collect();
+            chars.len() >= 5
+                && chars
+                    .windows(5)
+                    .any(|w| word.contains(&w.iter().collect::<String>()))
+        });
+        if tokenish || masked || leaks {
+            out.push("[redacted]".to_string());
+        } else {
+            out.push(word.to_string());
+        }
+    }
+    out.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_echoes_are_redacted() {
+        let key = ApiKey::new("sk-proj-abcdefghijklmnopqrstuvwxyz123456").expect("key");
+        let msg = "Incorrect API key provided: sk-proj-********************3456. You can find your key at https://platform.openai.com.";
+        let out = redact(msg, Some(&key));
+        assert!(!out.contains("sk-proj"), "{out}");
+        assert!(!out.contains("3456"), "{out}");
+        assert!(out.starts_with("Incorrect API key provided: [redacted]"), "{out}");
+        let out = redact("key qqqzzzwww is wrong", Some(&key));
+        assert_eq!(out, "key qqqzzzwww is wrong");
+        let out = redact("key mnopqrs is wrong", Some(&key));
+        assert_eq!(out, "key [redacted] is wrong");
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    #[test]
+    fn statuses_map_to_outcomes() {
+        let h = HeaderMap::new();
+        let v = |s: u16| classify(StatusCode::from_u16(s).expect("status"), &h, b"{}", None, now());
+        assert!(matches!(v(429), Verdict::Rotate(Outcome::RateLimited { retry_after: None, .. })));
+        assert!(matches!(v(401), Verdict::Rotate(Outcome::AuthFailed { .. })));
+        assert!(matches!(v(403), Verdict::Rotate(Outcome::AuthFailed { .. })));
+        assert!(matches!(v(402), Verdict::Rotate(Outcome::PaymentRequired { .. })));
+        for s in [408, 500, 502, 503, 504] {
+            assert!(matches!(v(s), Verdict::Rotate(Outcome::Transient { .. })), "{s}");
+        }
+        for s in [400, 404, 413, 422] {
+            assert_eq!(v(s), Verdict::Relay, "{s}");
+        }
+    }
+
+    #[test]
+    fn error_messages_from_every_shape() {
+        assert_eq!(
+            error_message(br#"{"error":{"message":"bad key"}}"#).as_deref(),
+            Some("bad key")
+        );
+        assert_eq!(
+            error_message(br#"[{"error":{"message":"quota"}}]"#).as_deref(),
+            Some("quota")
+        );
+        assert_eq!(error_message(br#"{"message":"m"}"#).as_deref(), Some("m"));
+        assert_eq!(error_message(br#"{"error":"plain"}"#).as_deref(), Some("plain"));
+        assert_eq!(error_message(b"<html>"), None);
+    }
+}
