@@ -163,7 +163,10 @@ fn status(opts: &ServeOptions, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     if code != 200 {
-        anyhow::bail!("the instance on {} answered HTTP {code}: {body}", config.admin_url());
+        anyhow::bail!(
+            "the instance on {} answered HTTP {code}: {body}",
+            config.admin_url()
+        );
     }
     if json {
         println!("{body}");

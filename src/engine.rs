@@ -62,7 +62,12 @@ impl Engine {
     ) -> Result<Engine, reqwest::Error> {
         let client = crate::upstream::build_client(&config.routing)?;
         let found = lookup_keys(keys.as_ref(), &config.providers);
-        let pool = Pool::new(&config.providers, &found, config.routing.clone(), Utc::now());
+        let pool = Pool::new(
+            &config.providers,
+            &found,
+            config.routing.clone(),
+            Utc::now(),
+        );
         pool.set_key_note(keys.note());
         pool.set_config_status(config_path.as_ref().map(|p| p.display().to_string()), None);
         let (tx, _rx) = watch::channel(Arc::new(config));

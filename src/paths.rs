@@ -34,7 +34,10 @@ fn project_dirs() -> Option<directories::ProjectDirs> {
 
 impl Paths {
     /// Resolves paths from the optional overrides and the platform defaults.
-    pub fn resolve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<Paths, PathsError> {
+    pub fn resolve(
+        config: Option<PathBuf>,
+        data_dir: Option<PathBuf>,
+    ) -> Result<Paths, PathsError> {
         let dirs = project_dirs();
         let config = match config {
             Some(c) => c,
@@ -46,7 +49,11 @@ impl Paths {
         };
         let data_dir = match data_dir {
             Some(d) => d,
-            None => dirs.as_ref().ok_or(PathsError::NoHome)?.data_dir().to_path_buf(),
+            None => dirs
+                .as_ref()
+                .ok_or(PathsError::NoHome)?
+                .data_dir()
+                .to_path_buf(),
         };
         let log_dir = default_log_dir().unwrap_or_else(|| data_dir.join("logs"));
         Ok(Paths {

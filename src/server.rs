@@ -63,12 +63,23 @@ async fn method_not_allowed(req: Request) -> Response {
 }
 
 fn forbidden(message: String) -> Response {
-    ApiError::new(StatusCode::FORBIDDEN, "permission_error", "forbidden", message).into_response()
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "permission_error",
+        "forbidden",
+        message,
+    )
+    .into_response()
 }
 
 /// The `Host` header without its port, lower case.
 fn host_name(headers: &HeaderMap) -> Option<String> {
-    let host = headers.get(header::HOST)?.to_str().ok()?.trim().to_ascii_lowercase();
+    let host = headers
+        .get(header::HOST)?
+        .to_str()
+        .ok()?
+        .trim()
+        .to_ascii_lowercase();
     let name = if let Some(rest) = host.strip_prefix('[') {
         // [::1]:8000
         format!("[{}]", rest.split(']').next().unwrap_or(""))
@@ -94,7 +105,7 @@ async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Respon
         let ok = matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
             || host == bind
             || host == format!("[{bind}]")
-            || server.allowed_hosts.iter().any(|h| *h == host);
+            || server.allowed_hosts.contains(&host);
         if !ok {
             return forbidden(format!(
                 "requests for host {host:?} are refused; add it to server.allowed_hosts if this is intended"
@@ -187,7 +198,10 @@ pub async fn serve(
         res = &mut server => return res.map_err(ServeError::Io),
         _ = stop_rx => {}
     }
-    tracing::info!("shutting down; letting running requests finish for up to {}s", grace.as_secs());
+    tracing::info!(
+        "shutting down; letting running requests finish for up to {}s",
+        grace.as_secs()
+    );
     match tokio::time::timeout(grace, server).await {
         Ok(res) => res.map_err(ServeError::Io),
         Err(_) => {

@@ -86,10 +86,9 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map_or(before.chars().count(), |nl| before[nl + 1..].chars().count())
-        + 1;
+    let col = before.rfind('\n').map_or(before.chars().count(), |nl| {
+        before[nl + 1..].chars().count()
+    }) + 1;
     (line, col)
 }
 
@@ -170,14 +169,17 @@ fn validate_server(s: RawServer, text: &str) -> Result<ServerConfig, Invalid> {
             let ip = if value == "localhost" {
                 IpAddr::from([127, 0, 0, 1])
             } else {
-                value.trim_matches(['[', ']']).parse::<IpAddr>().map_err(|_| {
-                    invalid_at(
-                        text,
-                        Some(span.clone()),
-                        Some("server.host".into()),
-                        format!("{value:?} is not an IP address (use \"127.0.0.1\")"),
-                    )
-                })?
+                value
+                    .trim_matches(['[', ']'])
+                    .parse::<IpAddr>()
+                    .map_err(|_| {
+                        invalid_at(
+                            text,
+                            Some(span.clone()),
+                            Some("server.host".into()),
+                            format!("{value:?} is not an IP address (use \"127.0.0.1\")"),
+                        )
+                    })?
             };
             (ip, Some(span))
         }
@@ -292,7 +294,12 @@ fn validate_provider(
     names: &mut HashSet<String>,
 ) -> Result<ProviderConfig, Invalid> {
     let at = |span: Range<usize>, field: &str, msg: String| {
-        invalid_at(text, Some(span), Some(format!("providers[{i}].{field}")), msg)
+        invalid_at(
+            text,
+            Some(span),
+            Some(format!("providers[{i}].{field}")),
+            msg,
+        )
     };
     let name_span = p.name.span();
     let name = p.name.into_inner();
@@ -349,12 +356,10 @@ fn validate_provider(
                 OneOrMany::One(v) => vec![v],
                 OneOrMany::Many(v) => v,
             };
-            if let Some(bad) = list.iter().find(|v| {
-                v.is_empty()
-                    || !v
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            }) {
+            if let Some(bad) = list
+                .iter()
+                .find(|v| v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            {
                 return Err(at(
                     span,
                     "api_key_env",

@@ -79,7 +79,8 @@ fn duplicate_provider_names_are_rejected_at_the_second() {
 
 #[test]
 fn bad_provider_name_is_rejected() {
-    let inv = invalid("[[providers]]\nname = \"Groq AI\"\nbase_url = \"https://x\"\nmodel = \"m\"\n");
+    let inv =
+        invalid("[[providers]]\nname = \"Groq AI\"\nbase_url = \"https://x\"\nmodel = \"m\"\n");
     assert_eq!(inv.key.as_deref(), Some("providers[0].name"));
     assert_eq!((inv.line, inv.column), (Some(2), Some(8)));
 }

@@ -430,7 +430,11 @@ impl Pool {
     pub fn add_tokens(&self, provider: &str, tokens: u64) {
         {
             let mut inner = self.lock();
-            if let Some(p) = inner.providers.iter_mut().find(|p| p.config.name == provider) {
+            if let Some(p) = inner
+                .providers
+                .iter_mut()
+                .find(|p| p.config.name == provider)
+            {
                 p.total_tokens += tokens;
             }
         }
@@ -441,7 +445,11 @@ impl Pool {
     pub fn note_error(&self, provider: &str, error: String) {
         {
             let mut inner = self.lock();
-            if let Some(p) = inner.providers.iter_mut().find(|p| p.config.name == provider) {
+            if let Some(p) = inner
+                .providers
+                .iter_mut()
+                .find(|p| p.config.name == provider)
+            {
                 p.last_error = Some(error);
             }
         }
@@ -638,9 +646,7 @@ impl Pool {
                         continue;
                     };
                     k.cooldown_until = kr.cooldown_until.filter(|t| *t > now);
-                    k.cooldown_reason = k
-                        .cooldown_until
-                        .and(kr.cooldown_reason.clone());
+                    k.cooldown_reason = k.cooldown_until.and(kr.cooldown_reason.clone());
                     k.auth_failed = kr.auth_failed;
                     k.request_count = if same_day { kr.request_count } else { 0 };
                 }
@@ -753,7 +759,10 @@ fn secs_until(t: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
 
 /// Decides the route for a requested model against the configured providers.
 pub fn route_for(model: Option<&str>, providers: &[Arc<ProviderConfig>]) -> Route {
-    let Some(model) = model.map(str::trim).filter(|m| !m.is_empty() && *m != "auto") else {
+    let Some(model) = model
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && *m != "auto")
+    else {
         return Route::Any;
     };
     if providers.iter().any(|p| p.serves(model)) {

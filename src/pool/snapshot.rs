@@ -140,7 +140,9 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
         .iter()
         .map(|p| {
             let state = p.kind(now);
-            let ready_at = p.ready_at(now).filter(|_| state == ProviderStateKind::CoolingDown);
+            let ready_at = p
+                .ready_at(now)
+                .filter(|_| state == ProviderStateKind::CoolingDown);
             let reason = ready_at.and_then(|t| {
                 p.keys
                     .iter()
@@ -163,18 +165,12 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
                             }
                             .to_string(),
                             request_count: k.request_count,
-                            rate_limited_until: k
-                                .cooldown_until
-                                .filter(|_| cooling)
-                                .map(rfc3339),
+                            rate_limited_until: k.cooldown_until.filter(|_| cooling).map(rfc3339),
                             cooldown_remaining_secs: k
                                 .cooldown_until
                                 .filter(|_| cooling)
                                 .map_or(0, |t| secs_until(t, now)),
-                            cooldown_reason: k
-                                .cooldown_reason
-                                .clone()
-                                .filter(|_| cooling),
+                            cooldown_reason: k.cooldown_reason.clone().filter(|_| cooling),
                         }
                     })
                     .collect()

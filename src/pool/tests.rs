@@ -35,7 +35,9 @@ fn keys(list: &[(&str, &[&str])]) -> HashMap<String, Vec<ProviderKey>> {
 }
 
 fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).single().expect("time")
+    Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
+        .single()
+        .expect("time")
 }
 
 fn routing() -> crate::config::RoutingConfig {
@@ -55,7 +57,9 @@ fn lower_priority_number_is_tried_first() {
     assert_eq!(a.model, "a-default");
     let b = pool.pick(&Route::Any, &[a.key_id], t0()).expect("pick");
     assert_eq!(b.provider.name, "b");
-    assert!(pool.pick(&Route::Any, &[a.key_id, b.key_id], t0()).is_none());
+    assert!(pool
+        .pick(&Route::Any, &[a.key_id, b.key_id], t0())
+        .is_none());
 }
 
 #[test]
@@ -63,17 +67,33 @@ fn equal_priorities_share_load_round_robin() {
     let ps = [provider("a", 1, &[]), provider("b", 1, &[])];
     let pool = pool(&ps, &keys(&[("a", &["ka"]), ("b", &["kb"])]));
     let names: Vec<String> = (0..4)
-        .map(|_| pool.pick(&Route::Any, &[], t0()).expect("pick").provider.name.clone())
+        .map(|_| {
+            pool.pick(&Route::Any, &[], t0())
+                .expect("pick")
+                .provider
+                .name
+                .clone()
+        })
         .collect();
     assert_eq!(names, ["a", "b", "a", "b"]);
 }
 
 #[test]
 fn providers_without_keys_or_disabled_are_skipped() {
-    let ps = [provider("a", 1, &[]), provider("b", 2, &[]), provider("c", 3, &[])];
+    let ps = [
+        provider("a", 1, &[]),
+        provider("b", 2, &[]),
+        provider("c", 3, &[]),
+    ];
     let pool = pool(&ps, &keys(&[("b", &["kb"]), ("c", &["kc"])]));
     assert!(pool.set_enabled("b", false));
-    assert_eq!(pool.pick(&Route::Any, &[], t0()).expect("pick").provider.name, "c");
+    assert_eq!(
+        pool.pick(&Route::Any, &[], t0())
+            .expect("pick")
+            .provider
+            .name,
+        "c"
+    );
     let snap = pool.snapshot(t0());
     assert_eq!(snap.providers[0].state, ProviderStateKind::NoKey);
     assert_eq!(snap.providers[1].state, ProviderStateKind::Disabled);
@@ -95,7 +115,13 @@ fn rate_limit_cools_down_for_exactly_the_hint() {
         t0(),
     );
     let later = t0() + chrono::Duration::seconds(36);
-    assert_eq!(pool.pick(&Route::Any, &[], later).expect("pick").provider.name, "b");
+    assert_eq!(
+        pool.pick(&Route::Any, &[], later)
+            .expect("pick")
+            .provider
+            .name,
+        "b"
+    );
     let snap = pool.snapshot(t0());
     assert_eq!(snap.providers[0].state, ProviderStateKind::CoolingDown);
     assert_eq!(snap.providers[0].cooldown_remaining_secs, 37);
@@ -105,7 +131,13 @@ fn rate_limit_cools_down_for_exactly_the_hint() {
     );
     assert_eq!(snap.providers[0].request_count, 1);
     let after = t0() + chrono::Duration::seconds(37);
-    assert_eq!(pool.pick(&Route::Any, &[], after).expect("pick").provider.name, "a");
+    assert_eq!(
+        pool.pick(&Route::Any, &[], after)
+            .expect("pick")
+            .provider
+            .name,
+        "a"
+    );
 }
 
 #[test]
@@ -123,7 +155,9 @@ fn hintless_rate_limits_grow_and_cap() {
         pool.report(&a, &outcome, now);
         let s = pool.snapshot(now);
         waits.push(s.providers[0].cooldown_remaining_secs);
-        now += chrono::Duration::seconds(i64::try_from(s.providers[0].cooldown_remaining_secs).expect("fits"));
+        now += chrono::Duration::seconds(
+            i64::try_from(s.providers[0].cooldown_remaining_secs).expect("fits"),
+        );
     }
     assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
 }
@@ -133,9 +167,18 @@ fn auth_failure_benches_until_reenabled_or_key_changes() {
     let ps = [provider("a", 1, &[])];
     let pool = pool(&ps, &keys(&[("a", &["ka"])]));
     let a = pool.pick(&Route::Any, &[], t0()).expect("pick");
-    pool.report(&a, &Outcome::AuthFailed { reason: "401".into() }, t0());
+    pool.report(
+        &a,
+        &Outcome::AuthFailed {
+            reason: "401".into(),
+        },
+        t0(),
+    );
     assert!(pool.pick(&Route::Any, &[], t0()).is_none());
-    assert_eq!(pool.snapshot(t0()).providers[0].state, ProviderStateKind::AuthFailed);
+    assert_eq!(
+        pool.snapshot(t0()).providers[0].state,
+        ProviderStateKind::AuthFailed
+    );
     assert!(matches!(
         pool.unavailable(&Route::Any, t0()),
         Unavailable::NoneUsable { .. }
@@ -148,7 +191,10 @@ fn auth_failure_benches_until_reenabled_or_key_changes() {
 #[test]
 fn several_keys_rotate_and_cool_down_on_their_own() {
     let ps = [provider("a", 1, &[])];
-    let pool = pool(&ps, &keys(&[("a", &["key-one-0000000000000", "key-two-0000000000000"])]));
+    let pool = pool(
+        &ps,
+        &keys(&[("a", &["key-one-0000000000000", "key-two-0000000000000"])]),
+    );
     let first = pool.pick(&Route::Any, &[], t0()).expect("pick");
     pool.report(
         &first,
@@ -182,7 +228,10 @@ fn all_cooling_reports_time_to_first_ready() {
         );
     }
     match pool.unavailable(&Route::Any, t0()) {
-        Unavailable::AllCooling { retry_after, states } => {
+        Unavailable::AllCooling {
+            retry_after,
+            states,
+        } => {
             assert_eq!(retry_after, Duration::from_secs(12));
             assert_eq!(states.len(), 2);
         }
@@ -216,7 +265,10 @@ fn routes_follow_the_requested_model() {
     let a = pool
         .pick(&Route::Model("gpt-4".into()), &[], t0())
         .expect("pick");
-    assert_eq!((a.provider.name.as_str(), a.model.as_str()), ("openai", "gpt-4"));
+    assert_eq!(
+        (a.provider.name.as_str(), a.model.as_str()),
+        ("openai", "gpt-4")
+    );
 }
 
 #[test]

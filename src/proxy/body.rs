@@ -62,10 +62,12 @@ impl<'a> ChatBody<'a> {
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
         if first != Some(&b'{') {
             // Tell "not JSON" from "JSON but not an object".
-            return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-                Ok(_) => BodyError::NotObject,
-                Err(e) => BodyError::NotJson(e.to_string()),
-            });
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                    Ok(_) => BodyError::NotObject,
+                    Err(e) => BodyError::NotJson(e.to_string()),
+                },
+            );
         }
         let Fields(fields) =
             serde_json::from_slice(bytes).map_err(|e| BodyError::NotJson(e.to_string()))?;
@@ -105,7 +107,11 @@ impl<'a> ChatBody<'a> {
     /// The body to send upstream: the client's fields in order, with `model` set to
     /// `model` (added when absent).
     pub fn with_model(&self, model: &str) -> Bytes {
-        let len: usize = self.fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+        let len: usize = self
+            .fields
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum();
         let mut out = Vec::with_capacity(len + model.len() + 16);
         out.push(b'{');
         let mut first = true;
@@ -173,12 +179,30 @@ mod tests {
 
     #[test]
     fn refuses_non_objects_and_bad_fields() {
-        assert!(matches!(ChatBody::parse(b"[1,2]"), Err(BodyError::NotObject)));
-        assert!(matches!(ChatBody::parse(b"\"x\""), Err(BodyError::NotObject)));
-        assert!(matches!(ChatBody::parse(b"{nope"), Err(BodyError::NotJson(_))));
+        assert!(matches!(
+            ChatBody::parse(b"[1,2]"),
+            Err(BodyError::NotObject)
+        ));
+        assert!(matches!(
+            ChatBody::parse(b"\"x\""),
+            Err(BodyError::NotObject)
+        ));
+        assert!(matches!(
+            ChatBody::parse(b"{nope"),
+            Err(BodyError::NotJson(_))
+        ));
         assert!(matches!(ChatBody::parse(b""), Err(BodyError::NotJson(_))));
-        assert!(matches!(ChatBody::parse(br#"{"model":5}"#), Err(BodyError::BadModel)));
-        assert!(matches!(ChatBody::parse(br#"{"stream":"yes"}"#), Err(BodyError::BadStream)));
-        assert!(matches!(ChatBody::parse(br#"{"a":1} trailing"#), Err(BodyError::NotJson(_))));
+        assert!(matches!(
+            ChatBody::parse(br#"{"model":5}"#),
+            Err(BodyError::BadModel)
+        ));
+        assert!(matches!(
+            ChatBody::parse(br#"{"stream":"yes"}"#),
+            Err(BodyError::BadStream)
+        ));
+        assert!(matches!(
+            ChatBody::parse(br#"{"a":1} trailing"#),
+            Err(BodyError::NotJson(_))
+        ));
     }
 }

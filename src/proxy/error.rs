@@ -30,7 +30,12 @@ pub struct ApiError {
 
 impl ApiError {
     /// A new error without extras.
-    pub fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             message: message.into(),
@@ -43,7 +48,12 @@ impl ApiError {
 
     /// 400 for a body that is not a JSON object.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_json", message)
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_json",
+            message,
+        )
     }
 
     /// 404 for an unknown route.
@@ -83,7 +93,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -94,7 +110,10 @@ impl IntoResponse for ApiError {
         if let Some(wait) = self.retry_after {
             let h = resp.headers_mut();
             let secs = wait.as_millis().div_ceil(1000).max(1);
-            h.insert("retry-after", HeaderValue::from(u64::try_from(secs).unwrap_or(u64::MAX)));
+            h.insert(
+                "retry-after",
+                HeaderValue::from(u64::try_from(secs).unwrap_or(u64::MAX)),
+            );
             h.insert(
                 "retry-after-ms",
                 HeaderValue::from(u64::try_from(wait.as_millis().max(1)).unwrap_or(u64::MAX)),

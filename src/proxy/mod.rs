@@ -141,7 +141,13 @@ pub async fn chat_completions(State(engine): State<Engine>, body: Body) -> Respo
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        match upstream::classify(status, &headers, &err_body, attempt.key.as_ref(), Utc::now()) {
+        match upstream::classify(
+            status,
+            &headers,
+            &err_body,
+            attempt.key.as_ref(),
+            Utc::now(),
+        ) {
             Verdict::Rotate(outcome) => {
                 hard_failure |= !matches!(outcome, Outcome::RateLimited { .. });
                 failures.push(describe(&attempt, &outcome_text(&outcome)));
@@ -207,7 +213,10 @@ fn no_provider_error(
     hard_failure: bool,
 ) -> ApiError {
     match engine.pool.unavailable(route, Utc::now()) {
-        Unavailable::AllCooling { retry_after, states } if !hard_failure => {
+        Unavailable::AllCooling {
+            retry_after,
+            states,
+        } if !hard_failure => {
             let mut e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
@@ -262,7 +271,12 @@ fn provider_headers(h: &mut HeaderMap, attempt: &Attempt) {
     }
 }
 
-fn relay_error(attempt: &Attempt, status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap, body: Bytes) -> Response {
+fn relay_error(
+    attempt: &Attempt,
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: Bytes,
+) -> Response {
     let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
@@ -336,7 +350,8 @@ async fn relay_json(
 pub async fn models(State(engine): State<Engine>) -> Response {
     let config = engine.config();
     let mut seen = std::collections::HashSet::new();
-    let mut data = vec![json!({"id": "auto", "object": "model", "created": 0, "owned_by": "llm-rotator"})];
+    let mut data =
+        vec![json!({"id": "auto", "object": "model", "created": 0, "owned_by": "llm-rotator"})];
     seen.insert("auto".to_string());
     for p in &config.providers {
         for m in std::iter::once(&p.model).chain(p.models.iter()) {

@@ -101,7 +101,10 @@ async fn next_chunk(
             let msg = format!("the provider's stream broke off: {e}");
             st.engine.pool.note_error(&st.provider, msg.clone());
             tracing::warn!(provider = %st.provider, "stream broke off midway");
-            Some((Ok(error_event(&msg, "upstream_error", st.scan.partial())), st))
+            Some((
+                Ok(error_event(&msg, "upstream_error", st.scan.partial())),
+                st,
+            ))
         }
         Ok(None) => {
             st.finished = true;
@@ -219,7 +222,10 @@ mod tests {
     #[test]
     fn scanner_finds_usage_and_done_across_chunk_boundaries() {
         let mut s = Scanner::default();
-        assert_eq!(s.feed(b"data: {\"choices\":[]}\n\ndata: {\"choices\":[],\"us"), None);
+        assert_eq!(
+            s.feed(b"data: {\"choices\":[]}\n\ndata: {\"choices\":[],\"us"),
+            None
+        );
         assert!(s.partial());
         assert_eq!(
             s.feed(b"age\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n"),

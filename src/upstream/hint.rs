@@ -54,11 +54,14 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 fn secs_f64(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && secs >= 0.0 && secs < 1e9).then(|| Duration::from_secs_f64(secs))
+    (secs.is_finite() && (0.0..1e9).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 /// `Retry-After`: seconds or an HTTP-date.
@@ -91,7 +94,10 @@ pub fn retry_hint(headers: &HeaderMap, body: &[u8], now: DateTime<Utc>) -> Optio
 /// or the longest one when none says which.
 pub fn ratelimit_reset(headers: &HeaderMap) -> Option<Duration> {
     let pairs = [
-        ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+        (
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+        ),
         ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
     ];
     let mut exhausted = None;
@@ -184,7 +190,9 @@ mod tests {
     }
 
     fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).single().expect("t")
+        Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
+            .single()
+            .expect("t")
     }
 
     #[test]
@@ -215,7 +223,10 @@ mod tests {
 
     #[test]
     fn retry_after_as_seconds_or_http_date() {
-        assert_eq!(parse_retry_after("120", now()), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now()),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(
             parse_retry_after("Fri, 27 Nov 2026 12:01:00 GMT", now()),
             Some(Duration::from_secs(60))
@@ -225,7 +236,10 @@ mod tests {
     #[test]
     fn retry_after_ms_wins_over_retry_after() {
         let h = headers(&[("retry-after-ms", "1500"), ("retry-after", "2")]);
-        assert_eq!(retry_hint(&h, b"", now()), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            retry_hint(&h, b"", now()),
+            Some(Duration::from_millis(1500))
+        );
     }
 
     #[test]
@@ -247,7 +261,10 @@ mod tests {
     #[test]
     fn gemini_retry_delay_in_an_array_body() {
         let body = br#"[{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"37s"}]}}]"#;
-        assert_eq!(retry_hint(&HeaderMap::new(), body, now()), Some(Duration::from_secs(37)));
+        assert_eq!(
+            retry_hint(&HeaderMap::new(), body, now()),
+            Some(Duration::from_secs(37))
+        );
     }
 
     #[test]
@@ -258,7 +275,10 @@ mod tests {
             message_hint("Please retry in 25.46s."),
             Some(Duration::from_millis(25460))
         );
-        assert_eq!(message_hint("try again in 20 seconds"), Some(Duration::from_secs(20)));
+        assert_eq!(
+            message_hint("try again in 20 seconds"),
+            Some(Duration::from_secs(20))
+        );
         assert_eq!(message_hint("slow down"), None);
         assert_eq!(body_hint(b"not json"), None);
     }

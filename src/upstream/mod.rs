@@ -214,7 +214,10 @@ mod tests {
         let out = redact(msg, Some(&key));
         assert!(!out.contains("sk-proj"), "{out}");
         assert!(!out.contains("3456"), "{out}");
-        assert!(out.starts_with("Incorrect API key provided: [redacted]"), "{out}");
+        assert!(
+            out.starts_with("Incorrect API key provided: [redacted]"),
+            "{out}"
+        );
         let out = redact("key qqqzzzwww is wrong", Some(&key));
         assert_eq!(out, "key qqqzzzwww is wrong");
         let out = redact("key mnopqrs is wrong", Some(&key));
@@ -228,13 +231,39 @@ mod tests {
     #[test]
     fn statuses_map_to_outcomes() {
         let h = HeaderMap::new();
-        let v = |s: u16| classify(StatusCode::from_u16(s).expect("status"), &h, b"{}", None, now());
-        assert!(matches!(v(429), Verdict::Rotate(Outcome::RateLimited { retry_after: None, .. })));
-        assert!(matches!(v(401), Verdict::Rotate(Outcome::AuthFailed { .. })));
-        assert!(matches!(v(403), Verdict::Rotate(Outcome::AuthFailed { .. })));
-        assert!(matches!(v(402), Verdict::Rotate(Outcome::PaymentRequired { .. })));
+        let v = |s: u16| {
+            classify(
+                StatusCode::from_u16(s).expect("status"),
+                &h,
+                b"{}",
+                None,
+                now(),
+            )
+        };
+        assert!(matches!(
+            v(429),
+            Verdict::Rotate(Outcome::RateLimited {
+                retry_after: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            v(401),
+            Verdict::Rotate(Outcome::AuthFailed { .. })
+        ));
+        assert!(matches!(
+            v(403),
+            Verdict::Rotate(Outcome::AuthFailed { .. })
+        ));
+        assert!(matches!(
+            v(402),
+            Verdict::Rotate(Outcome::PaymentRequired { .. })
+        ));
         for s in [408, 500, 502, 503, 504] {
-            assert!(matches!(v(s), Verdict::Rotate(Outcome::Transient { .. })), "{s}");
+            assert!(
+                matches!(v(s), Verdict::Rotate(Outcome::Transient { .. })),
+                "{s}"
+            );
         }
         for s in [400, 404, 413, 422] {
             assert_eq!(v(s), Verdict::Relay, "{s}");
@@ -252,7 +281,10 @@ mod tests {
             Some("quota")
         );
         assert_eq!(error_message(br#"{"message":"m"}"#).as_deref(), Some("m"));
-        assert_eq!(error_message(br#"{"error":"plain"}"#).as_deref(), Some("plain"));
+        assert_eq!(
+            error_message(br#"{"error":"plain"}"#).as_deref(),
+            Some("plain")
+        );
         assert_eq!(error_message(b"<html>"), None);
     }
 }

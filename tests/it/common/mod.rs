@@ -1,0 +1,578 @@
+//! Test harness shared by every integration test: mock providers that are real HTTP
+//! servers on 127.0.0.1 (scripted replies, SSE streams with delays, hangs, broken
+//! streams), the real proxy router on an ephemeral port, and the real binary.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use llm_rotator::config::{Config, ProviderConfig};
+use llm_rotator::engine::Engine;
+use llm_rotator::secrets::{ApiKey, KeyOrigin, KeyStore, ProviderKey};
+use serde_json::{json, Value};
+
+/// How a stream ends.
+#[derive(Clone, Debug)]
+pub enum SseEnd {
+    /// Ends cleanly after the chunks.
+    Clean,
+    /// The connection breaks after the chunks.
+    Break,
+    /// Stays open without sending anything more.
+    Hang,
+}
+
+/// One scripted answer of a mock provider.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// A status, headers and a body.
+    Raw {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+    /// 200 text/event-stream: each chunk is sent as is, `delay` apart.
+    Sse {
+        chunks: Vec<String>,
+        delay: Duration,
+        end: SseEnd,
+    },
+    /// Never answers.
+    Hang,
+}
+
+impl Reply {
+    /// A JSON answer.
+    pub fn json(status: u16, body: Value) -> Reply {
+        Reply::Raw {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string(),
+        }
+    }
+
+    /// A JSON answer with extra headers.
+    pub fn json_with(status: u16, headers: &[(&str, &str)], body: Value) -> Reply {
+        let mut h = vec![("content-type".to_string(), "application/json".to_string())];
+        h.extend(
+            headers
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
+        );
+        Reply::Raw {
+            status,
+            headers: h,
+            body: body.to_string(),
+        }
+    }
+
+    /// A normal chat completion with usage.
+    pub fn completion(text: &str) -> Reply {
+        Reply::json(200, completion_body(text))
+    }
+
+    /// A streamed completion: one chunk per word, `[DONE]` at the end.
+    pub fn stream(words: &[&str], delay: Duration) -> Reply {
+        Reply::Sse {
+            chunks: sse_chunks(words, true),
+            delay,
+            end: SseEnd::Clean,
+        }
+    }
+}
+
+/// An OpenAI chat completion body.
+pub fn completion_body(text: &str) -> Value {
+    json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "mock-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+    })
+}
+
+/// SSE events for `words` (one delta each), optionally followed by `data: [DONE]`.
+pub fn sse_chunks(words: &[&str], done: bool) -> Vec<String> {
+    let mut out: Vec<String> = words
+        .iter()
+        .map(|w| {
+            let ev = json!({
+                "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                "model": "mock-model",
+                "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": null}]
+            });
+            format!("data: {ev}\n\n")
+        })
+        .collect();
+    if done {
+        out.push("data: [DONE]\n\n".into());
+    }
+    out
+}
+
+/// What a mock provider received.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Default)]
+struct MockState {
+    script: Vec<Reply>,
+    next: usize,
+    requests: Vec<Recorded>,
+}
+
+/// A mock provider: a real HTTP server on 127.0.0.1 answering from a script (the last
+/// reply repeats).
+#[derive(Clone)]
+pub struct Mock {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<MockState>>,
+}
+
+impl Mock {
+    /// Starts a mock with this script.
+    pub async fn start(script: Vec<Reply>) -> Mock {
+        let state = Arc::new(Mutex::new(MockState {
+            script,
+            ..MockState::default()
+        }));
+        let app = axum::Router::new()
+            .fallback(mock_handler)
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mock");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Mock { addr, state }
+    }
+
+    /// The base URL to put in a provider's `base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().expect("lock").requests.clone()
+    }
+
+    /// How many requests arrived.
+    pub fn hits(&self) -> usize {
+        self.state.lock().expect("lock").requests.len()
+    }
+
+    /// Replaces the script (and restarts it).
+    pub fn set_script(&self, script: Vec<Reply>) {
+        let mut s = self.state.lock().expect("lock");
+        s.script = script;
+        s.next = 0;
+    }
+}
+
+async fn mock_handler(State(state): State<Arc<Mutex<MockState>>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let reply = {
+        let mut s = state.lock().expect("lock");
+        s.requests.push(Recorded {
+            path: parts.uri.path().to_string(),
+            headers: parts.headers.clone(),
+            body,
+        });
+        let i = s.next.min(s.script.len().saturating_sub(1));
+        s.next += 1;
+        s.script.get(i).cloned().unwrap_or(Reply::Raw {
+            status: 500,
+            headers: vec![],
+            body: "no script".into(),
+        })
+    };
+    match reply {
+        Reply::Raw {
+            status,
+            headers,
+            body,
+        } => {
+            let mut resp = Response::new(Body::from(body));
+            *resp.status_mut() = StatusCode::from_u16(status).expect("status");
+            for (k, v) in headers {
+                resp.headers_mut().insert(
+                    HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                    HeaderValue::from_str(&v).expect("value"),
+                );
+            }
+            resp
+        }
+        Reply::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Response::new(Body::empty())
+        }
+        Reply::Sse { chunks, delay, end } => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+            tokio::spawn(async move {
+                for (i, c) in chunks.into_iter().enumerate() {
+                    if i > 0 && !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    if tx.send(Ok(Bytes::from(c))).await.is_err() {
+                        return;
+                    }
+                }
+                match end {
+                    SseEnd::Clean => {}
+                    SseEnd::Break => {
+                        let _ = tx
+                            .send(Err(std::io::Error::other("mock stream broke")))
+                            .await;
+                    }
+                    SseEnd::Hang => {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        drop(tx);
+                    }
+                }
+            });
+            let stream = tokio_stream_from(rx);
+            let mut resp = Response::new(Body::from_stream(stream));
+            resp.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("text/event-stream"),
+            );
+            resp
+        }
+    }
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// A key store with fixed keys, for in-process proxies.
+pub struct StaticKeys(pub HashMap<String, Vec<String>>);
+
+impl KeyStore for StaticKeys {
+    fn keys_for(&self, provider: &ProviderConfig) -> Vec<ProviderKey> {
+        self.0
+            .get(&provider.name)
+            .map(|ks| {
+                ks.iter()
+                    .enumerate()
+                    .filter_map(|(i, k)| {
+                        Some(ProviderKey {
+                            key: ApiKey::new(k)?,
+                            origin: KeyOrigin::Keychain(i),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A provider entry for a config.
+pub struct P<'a> {
+    pub name: &'a str,
+    pub url: String,
+    pub priority: u32,
+    pub extra: &'a str,
+}
+
+impl<'a> P<'a> {
+    pub fn new(name: &'a str, mock: &Mock, priority: u32) -> P<'a> {
+        P {
+            name,
+            url: mock.base_url(),
+            priority,
+            extra: "",
+        }
+    }
+    pub fn extra(mut self, extra: &'a str) -> P<'a> {
+        self.extra = extra;
+        self
+    }
+}
+
+/// Config text with these providers (model `<name>-model`) and extra top-level TOML.
+pub fn config_text(top: &str, providers: &[P<'_>]) -> String {
+    let mut s = String::from(top);
+    s.push('\n');
+    for p in providers {
+        s.push_str(&format!(
+            "[[providers]]\nname = \"{}\"\nbase_url = \"{}\"\nmodel = \"{}-model\"\npriority = {}\napi_key_env = \"{}_TEST_KEY\"\n{}\n\n",
+            p.name,
+            p.url,
+            p.name,
+            p.priority,
+            p.name.to_ascii_uppercase().replace('-', "_"),
+            p.extra
+        ));
+    }
+    s
+}
+
+/// An in-process proxy on 127.0.0.1:0.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub engine: Engine,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Starts the real router with this config text and keys (provider -> keys).
+    pub async fn start(config: &str, keys: &[(&str, &[&str])]) -> Proxy {
+        let config = Config::parse(config, None).expect("test config is valid");
+        Proxy::start_with(config, None, keys).await
+    }
+
+    /// Starts with a parsed config and an optional config path (for reload tests).
+    pub async fn start_with(
+        config: Config,
+        path: Option<PathBuf>,
+        keys: &[(&str, &[&str])],
+    ) -> Proxy {
+        let store = StaticKeys(
+            keys.iter()
+                .map(|(p, ks)| {
+                    (
+                        (*p).to_string(),
+                        ks.iter().map(|k| (*k).to_string()).collect(),
+                    )
+                })
+                .collect(),
+        );
+        let grace = config.server.shutdown_grace;
+        let engine = Engine::new(config, path, Arc::new(store)).expect("engine");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let e2 = engine.clone();
+        let task = tokio::spawn(async move {
+            let _ = llm_rotator::server::serve(
+                listener,
+                e2,
+                async move {
+                    let _ = rx.await;
+                },
+                grace,
+            )
+            .await;
+        });
+        Proxy {
+            addr,
+            engine,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+/// A plain HTTP client (no retries, no proxy).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// Posts a chat completion and returns (status, headers, body text).
+pub async fn chat(proxy: &Proxy, body: Value) -> (u16, reqwest::header::HeaderMap, String) {
+    let resp = client()
+        .post(proxy.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("text");
+    (status, headers, text)
+}
+
+/// GET a JSON admin route.
+pub async fn get_json(proxy: &Proxy, path: &str) -> Value {
+    client()
+        .get(proxy.url(path))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// The provider entry of `/status` with this name.
+pub async fn provider_status(proxy: &Proxy, name: &str) -> Value {
+    let s = get_json(proxy, "/status").await;
+    s["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
+        .expect("provider in status")
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The real binary, started with a config file and data dir, stdout/stderr captured to
+/// files in the data dir.
+pub struct Binary {
+    pub child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Binary {
+    /// Path of the built binary.
+    pub fn exe() -> &'static str {
+        env!("CARGO_BIN_EXE_llm-rotator")
+    }
+
+    /// Writes `config` (with `[server] port` set by the caller via `{port}`) and starts
+    /// `llm-rotator serve`. `env` adds environment variables.
+    pub fn start(dir: &Path, config: &str, port: u16, env: &[(&str, &str)]) -> Binary {
+        std::fs::create_dir_all(dir).expect("dir");
+        let cfg = dir.join("config.toml");
+        std::fs::write(&cfg, config).expect("write config");
+        let out = std::fs::File::create(dir.join("stdout.log")).expect("stdout");
+        let err = std::fs::File::create(dir.join("stderr.log")).expect("stderr");
+        let mut cmd = Command::new(Binary::exe());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--port")
+            .arg(port.to_string())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn llm-rotator");
+        Binary {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// `http://127.0.0.1:port{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Waits until `/health` answers 200 (panics after 20 s).
+    pub async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = client().get(self.url("/health")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "llm-rotator exited early with {status}: {}",
+                    std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "llm-rotator did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends a signal (unix).
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for exit (panics after 20 s) and returns the exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "llm-rotator did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
