@@ -328,10 +328,12 @@ async fn relay_json(
         Ok(Err(e)) => return Err(format!("answer broke off: {e}")),
         Ok(Ok(b)) => b,
     };
-    let tokens = serde_json::from_slice::<UsageOnly>(&body)
-        .ok()
-        .and_then(|u| u.usage)
-        .map(|u| u.total());
+    // Parsing for usage also proves the answer is JSON; a 200 with garbage is the
+    // provider's failure, and nothing has reached the client yet, so the loop rotates.
+    let tokens = match serde_json::from_slice::<UsageOnly>(&body) {
+        Ok(u) => u.usage.map(|u| u.total()),
+        Err(_) => return Err("the answer is not valid JSON".into()),
+    };
     engine
         .pool
         .report(attempt, &Outcome::Success { tokens }, Utc::now());
