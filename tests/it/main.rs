@@ -2,5 +2,7 @@
 // A failed expectation is how a test reports failure.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod cli;
 mod common;
 mod proxy;
+mod sdk;

@@ -1,0 +1,184 @@
+//! The command line through the real binary: `serve` on a first run, `status`,
+//! `config path` and `config check`.
+
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::common::*;
+
+fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(Binary::exe());
+    cmd.args(args)
+        .env_remove("LLM_ROTATOR_CONFIG")
+        .env_remove("LLM_ROTATOR_DATA_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run llm-rotator");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn status_shows_a_table_of_the_running_instance_and_the_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Mock::start(vec![Reply::json_with(
+        429,
+        &[("retry-after", "125")],
+        json!({}),
+    )])
+    .await;
+    let b = Mock::start(vec![Reply::completion("ok")]).await;
+    let port = free_port();
+    let cfg = config_text(
+        &format!("[server]\nport = {port}\n"),
+        &[
+            P::new("alpha", &a, 1),
+            P::new("beta", &b, 2),
+            P::new("gamma", &b, 3),
+        ],
+    );
+    let mut bin = Binary::start(
+        dir.path(),
+        &cfg,
+        port,
+        &[
+            ("ALPHA_TEST_KEY", "ka-000000000000"),
+            ("BETA_TEST_KEY", "kb-000000000000"),
+        ],
+    );
+    bin.wait_ready().await;
+    let resp = client()
+        .post(bin.url("/v1/chat/completions"))
+        .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-provider"], "beta");
+    let config = dir.path().join("config.toml");
+    let (code, out, err) = cli(&["status", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("PROVIDER"), "{out}");
+    let alpha = lines.iter().find(|l| l.starts_with("alpha")).unwrap();
+    assert!(
+        alpha.contains("cooling down") && alpha.contains("2:0"),
+        "{out}"
+    );
+    let beta = lines.iter().find(|l| l.starts_with("beta")).unwrap();
+    assert!(beta.contains("ready") && beta.contains(" 1 "), "{out}");
+    let gamma = lines.iter().find(|l| l.starts_with("gamma")).unwrap();
+    assert!(gamma.contains("no key"), "{out}");
+    let (code, json_out, _) = cli(
+        &["status", "--json", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(v["providers"][0]["state"], "cooling_down");
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(), Some(0));
+    let (code, _, err) = cli(&["status", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not running"), "{err}");
+}
+
+#[tokio::test]
+async fn first_run_writes_the_commented_default_config_and_serves() {
+    let home = tempfile::tempdir().unwrap();
+    let xdg = home.path().join("config");
+    let port = free_port();
+    let env = [
+        ("HOME", home.path().to_str().unwrap()),
+        ("XDG_CONFIG_HOME", xdg.to_str().unwrap()),
+        (
+            "XDG_DATA_HOME",
+            home.path().join("data").to_str().unwrap().to_owned().leak() as &str,
+        ),
+        (
+            "XDG_STATE_HOME",
+            home.path()
+                .join("state")
+                .to_str()
+                .unwrap()
+                .to_owned()
+                .leak() as &str,
+        ),
+    ];
+    let (code, path, _) = cli(&["config", "path"], &env);
+    assert_eq!(code, 0);
+    let path = path.trim().to_string();
+    assert!(path.ends_with("llm-rotator/config.toml"), "{path}");
+    let mut child = Command::new(Binary::exe())
+        .args(["serve", "--port", &port.to_string()])
+        .envs(env)
+        .env_remove("LLM_ROTATOR_CONFIG")
+        .env_remove("LLM_ROTATOR_DATA_DIR")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/health");
+    let mut ok = false;
+    for _ in 0..500 {
+        if let Ok(r) = client().get(&url).send().await {
+            ok = r.status() == 200;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let models: serde_json::Value = client()
+        .get(format!("http://127.0.0.1:{port}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    assert!(ok, "health never answered");
+    assert!(models["data"].as_array().unwrap().len() > 8);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("# llm-rotator configuration."));
+    let (code, out, err) = cli(&["config", "check"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(": ok"), "{out}");
+}
+
+#[test]
+fn config_check_points_at_the_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[server]\nport = 8000\n\n[[providers]]\nname = \"groq\"\nbase_url = \"https://x/v1\"\nmodel = \"m\"\npriorty = 1\n",
+    )
+    .unwrap();
+    let (code, _, err) = cli(&["config", "check", file.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("bad.toml:8:1"), "{err}");
+    assert!(err.contains("priorty"), "{err}");
+    let (code, _, err) = cli(&["config", "check", "/nonexistent/llm.toml"], &[]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("cannot read config file /nonexistent/llm.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_public_host_without_a_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "[server]\nhost = \"0.0.0.0\"\n").unwrap();
+    let (code, _, err) = cli(&["config", "check", file.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("auth_token"), "{err}");
+    let (code, _, err) = cli(&["serve", "--config", file.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("c.toml:2:8"), "{err}");
+}
