@@ -742,3 +742,42 @@ async fn auth_token_guards_everything_but_health() {
         "Bearer ka-000000000000"
     );
 }
+
+#[tokio::test]
+async fn equal_priorities_take_turns_and_keyless_providers_serve() {
+    let a = Mock::start(vec![Reply::completion("a")]).await;
+    let b = Mock::start(vec![Reply::completion("b")]).await;
+    let local = Mock::start(vec![Reply::completion("local")]).await;
+    let cfg = config_text(
+        "",
+        &[
+            P::new("alpha", &a, 1),
+            P::new("beta", &b, 1),
+            P::new("local", &local, 2).extra("requires_key = false"),
+        ],
+    );
+    let proxy = Proxy::start(
+        &cfg,
+        &[
+            ("alpha", &["ka-000000000000"]),
+            ("beta", &["kb-000000000000"]),
+        ],
+    )
+    .await;
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let (_, h, _) = chat(&proxy, json!({"messages": []})).await;
+        order.push(h["x-provider"].to_str().unwrap().to_string());
+    }
+    assert_eq!(order, ["alpha", "beta", "alpha", "beta"]);
+    for name in ["alpha", "beta"] {
+        client()
+            .post(proxy.url(&format!("/providers/{name}/disable")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (status, h, _) = chat(&proxy, json!({"messages": []})).await;
+    assert_eq!((status, h["x-provider"].to_str().unwrap()), (200, "local"));
+    assert!(local.requests()[0].headers.get("authorization").is_none());
+}
