@@ -316,10 +316,7 @@ fn saved(engine: &Engine, now: DateTime<Utc>) -> (StateFile, BTreeMap<String, Sa
 /// Turns saved providers into records for [`Pool::restore`](crate::pool::Pool::restore),
 /// applying what a reload would: an `enabled` edited in the file while the agent was down
 /// wins over the saved toggle, and a changed `base_url` drops cooldowns and rejections.
-fn prepare(
-    file: StateFile,
-    configs: &[Arc<ProviderConfig>],
-) -> HashMap<String, ProviderRecord> {
+fn prepare(file: StateFile, configs: &[Arc<ProviderConfig>]) -> HashMap<String, ProviderRecord> {
     file.providers
         .into_iter()
         .filter_map(|(name, saved)| {

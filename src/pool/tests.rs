@@ -369,7 +369,10 @@ fn requests_today_roll_over_at_local_midnight_in_status_and_records_alike() {
     let r = &pool.records(after)["a"];
     assert_eq!(r.day, Some(local_day(after)));
     assert_ne!(r.day, Some(local_day(still_today)));
-    assert_eq!((r.request_count, r.total_requests, r.total_tokens), (0, 1, 9));
+    assert_eq!(
+        (r.request_count, r.total_requests, r.total_tokens),
+        (0, 1, 9)
+    );
     assert!(r.keys.values().all(|k| k.request_count == 0));
 }
 
