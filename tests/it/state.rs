@@ -630,3 +630,67 @@ async fn a_stream_outlasting_the_grace_is_cut_and_the_agent_still_saves_and_exit
             .expect("json");
     assert_eq!(saved["providers"]["alpha"]["request_count"], 1, "{saved}");
 }
+
+/// A key store whose next lookup, once armed, blocks until released: a slow keychain.
+struct SlowKeys {
+    armed: std::sync::Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
+}
+
+impl llm_rotator::secrets::KeyStore for SlowKeys {
+    fn keys_for(
+        &self,
+        _provider: &llm_rotator::config::ProviderConfig,
+    ) -> Vec<llm_rotator::secrets::ProviderKey> {
+        let gate = self.armed.lock().expect("lock").take();
+        if let Some((blocked, release)) = gate {
+            let _ = blocked.send(());
+            let _ = release.recv();
+        }
+        Vec::new()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_reloads_end_on_the_newest_file() {
+    let alpha = Mock::start(vec![Reply::completion("ok")]).await;
+    let tmp = tempfile::tempdir().expect("dir");
+    let path = tmp.path().join("config.toml");
+    let version = |prio: u32| config_text("", &[P::new("alpha", &alpha, prio)]);
+    std::fs::write(&path, version(1)).expect("write");
+    let config = llm_rotator::config::Config::load(&path).expect("config");
+    let keys = std::sync::Arc::new(SlowKeys {
+        armed: std::sync::Mutex::new(None),
+    });
+    let engine =
+        llm_rotator::engine::Engine::new(config, Some(path.clone()), keys.clone()).expect("engine");
+
+    // Reload A reads version 2, then its key lookup hangs (a keychain prompt, say).
+    std::fs::write(&path, version(2)).expect("write");
+    let (blocked_tx, blocked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    *keys.armed.lock().expect("lock") = Some((blocked_tx, release_rx));
+    let a = tokio::spawn({
+        let e = engine.clone();
+        async move { e.reload().await.map(|_| ()) }
+    });
+    tokio::task::spawn_blocking(move || blocked_rx.recv())
+        .await
+        .expect("join")
+        .expect("A reached the key lookup");
+    // Meanwhile the file is saved again and reload B starts.
+    std::fs::write(&path, version(3)).expect("write");
+    let b = tokio::spawn({
+        let e = engine.clone();
+        async move { e.reload().await.map(|_| ()) }
+    });
+    // Give B every chance to finish first, as it would if reloads could overlap.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    release_tx.send(()).expect("release");
+    a.await.expect("join").expect("reload A");
+    b.await.expect("join").expect("reload B");
+    assert_eq!(engine.config().providers[0].priority, 3);
+    assert_eq!(
+        engine.pool.snapshot(chrono::Utc::now()).providers[0].priority,
+        3
+    );
+}
