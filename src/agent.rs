@@ -83,6 +83,8 @@ async fn serve_async(config: Config, paths: Paths) -> Result<()> {
         .context("engine start-up task failed")?
         .context("cannot build the HTTP client")?;
     let listener = server::bind(addr).await?;
+    let state = crate::state::start(&engine, &paths.data_dir).await;
+    let watcher = crate::watcher::start(&engine);
     let snap = engine.pool.snapshot(chrono::Utc::now());
     tracing::info!(
         "serving on {} ({} of {} providers ready; config {})",
@@ -94,6 +96,8 @@ async fn serve_async(config: Config, paths: Paths) -> Result<()> {
     let reload_task = tokio::spawn(reload_on_sighup(engine.clone()));
     let result = server::serve(listener, engine, shutdown_signal(), grace).await;
     reload_task.abort();
+    watcher.stop().await;
+    state.shutdown().await;
     tracing::info!("stopped");
     Ok(result?)
 }

@@ -39,6 +39,9 @@ pub struct Engine {
     pub client: reqwest::Client,
     keys: Arc<dyn KeyStore>,
     config_path: Option<PathBuf>,
+    /// One reload at a time (file watcher, SIGHUP, `/reload`, key reloads may overlap): a
+    /// slow one that read the file earlier must not swap in after a newer one.
+    reloading: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Looks up every provider's keys (blocking: keychains may block).
@@ -77,6 +80,7 @@ impl Engine {
             client,
             keys,
             config_path,
+            reloading: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -110,6 +114,7 @@ impl Engine {
         let Some(path) = self.config_path.clone() else {
             return Err(EngineError::NoFile);
         };
+        let _one_at_a_time = self.reloading.lock().await;
         let store = Arc::clone(&self.keys);
         let loaded = tokio::task::spawn_blocking(move || {
             let config = Config::load(&path)?;
@@ -146,6 +151,7 @@ impl Engine {
 
     /// Re-reads every provider's keys (after `keys set` or `keys delete`).
     pub async fn reload_keys(&self) -> Result<(), EngineError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let store = Arc::clone(&self.keys);
         let providers = self.pool.configs();
         let (keys, note) = tokio::task::spawn_blocking(move || {

@@ -13,4 +13,6 @@ pub mod pool;
 pub mod proxy;
 pub mod secrets;
 pub mod server;
+pub mod state;
 pub mod upstream;
+pub mod watcher;

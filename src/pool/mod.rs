@@ -587,9 +587,14 @@ impl Pool {
         snapshot::build(&inner, now)
     }
 
-    /// What to persist.
-    pub fn records(&self) -> HashMap<String, ProviderRecord> {
-        let inner = self.lock();
+    /// What to persist, as of `now`: "requests today" rolls over first, so the records
+    /// always tell the same story as a snapshot taken at the same instant.
+    pub fn records(&self, now: DateTime<Utc>) -> HashMap<String, ProviderRecord> {
+        let mut inner = self.lock();
+        let today = local_day(now);
+        for p in &mut inner.providers {
+            p.roll_day(today);
+        }
         inner
             .providers
             .iter()

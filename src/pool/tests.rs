@@ -324,7 +324,7 @@ fn records_round_trip_without_the_key() {
         t0(),
     );
     pool1.set_enabled("a", false);
-    let records = pool1.records();
+    let records = pool1.records(t0());
     let text = serde_json::to_string(&records).expect("json");
     assert!(!text.contains("super-secret"));
     let pool2 = pool(&ps, &ks);
@@ -335,4 +335,111 @@ fn records_round_trip_without_the_key() {
     pool2.set_enabled("a", true);
     let s = pool2.snapshot(t0() + chrono::Duration::seconds(10));
     assert_eq!(s.providers[0].cooldown_remaining_secs, 90);
+}
+
+fn local(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+    chrono::Local
+        .with_ymd_and_hms(y, mo, d, h, mi, s)
+        .earliest()
+        .expect("local time")
+        .with_timezone(&Utc)
+}
+
+#[test]
+fn requests_today_roll_over_at_local_midnight_in_status_and_records_alike() {
+    let ps = [provider("a", 1, &[])];
+    let ks = keys(&[("a", &["ka"])]);
+    let before = local(2026, 11, 27, 23, 59, 58);
+    let pool = Pool::new(&ps, &ks, routing(), before);
+    let a = pool.pick(&Route::Any, &[], before).expect("pick");
+    pool.report(&a, &Outcome::Success { tokens: Some(9) }, before);
+
+    let still_today = local(2026, 11, 27, 23, 59, 59);
+    assert_eq!(pool.snapshot(still_today).providers[0].request_count, 1);
+    let r = &pool.records(still_today)["a"];
+    assert_eq!((r.day, r.request_count), (Some(local_day(still_today)), 1));
+
+    // Nothing happens at midnight itself: the next look rolls the day over.
+    let after = local(2026, 11, 28, 0, 0, 1);
+    let s = pool.snapshot(after);
+    assert_eq!(s.providers[0].request_count, 0);
+    assert_eq!(s.providers[0].keys[0].request_count, 0);
+    assert_eq!(s.providers[0].total_requests, 1);
+    assert_eq!(s.providers[0].total_tokens_used, 9);
+    let r = &pool.records(after)["a"];
+    assert_eq!(r.day, Some(local_day(after)));
+    assert_ne!(r.day, Some(local_day(still_today)));
+    assert_eq!(
+        (r.request_count, r.total_requests, r.total_tokens),
+        (0, 1, 9)
+    );
+    assert!(r.keys.values().all(|k| k.request_count == 0));
+}
+
+#[test]
+fn records_saved_yesterday_restore_with_no_requests_today() {
+    let ps = [provider("a", 1, &[])];
+    let ks = keys(&[("a", &["ka"])]);
+    let evening = local(2026, 11, 27, 22, 0, 0);
+    let pool1 = Pool::new(&ps, &ks, routing(), evening);
+    let a = pool1.pick(&Route::Any, &[], evening).expect("pick");
+    pool1.report(&a, &Outcome::Success { tokens: Some(3) }, evening);
+    let saved = pool1.records(evening);
+
+    let same_evening = local(2026, 11, 27, 23, 0, 0);
+    let pool2 = Pool::new(&ps, &ks, routing(), same_evening);
+    pool2.restore(&saved, same_evening);
+    assert_eq!(pool2.snapshot(same_evening).providers[0].request_count, 1);
+
+    let morning = local(2026, 11, 28, 8, 0, 0);
+    let pool3 = Pool::new(&ps, &ks, routing(), morning);
+    pool3.restore(&saved, morning);
+    let s = pool3.snapshot(morning);
+    assert_eq!(s.providers[0].request_count, 0);
+    assert_eq!(s.providers[0].total_requests, 1);
+    assert_eq!(s.providers[0].total_tokens_used, 3);
+}
+
+#[test]
+fn a_changed_base_url_clears_auth_failed_and_cooldowns_but_keeps_counters() {
+    let ps = [provider("a", 1, &[]), provider("b", 2, &[])];
+    let ks = keys(&[("a", &["ka"]), ("b", &["kb"])]);
+    let pool = pool(&ps, &ks);
+    let a = pool.pick(&Route::Any, &[], t0()).expect("pick");
+    pool.report(
+        &a,
+        &Outcome::AuthFailed {
+            reason: "401".into(),
+        },
+        t0(),
+    );
+    let b = pool.pick(&Route::Any, &[], t0()).expect("pick");
+    pool.report(
+        &b,
+        &Outcome::RateLimited {
+            retry_after: Some(Duration::from_secs(600)),
+            reason: "429".into(),
+        },
+        t0(),
+    );
+    // Same base_url: both stay benched.
+    pool.apply(&ps, &ks, routing(), t0());
+    let s = pool.snapshot(t0());
+    assert_eq!(s.providers[0].state, ProviderStateKind::AuthFailed);
+    assert_eq!(s.providers[1].state, ProviderStateKind::CoolingDown);
+
+    let moved: Vec<Arc<ProviderConfig>> = ps
+        .iter()
+        .map(|p| {
+            let mut c = (**p).clone();
+            c.base_url = format!("{}-moved", c.base_url);
+            Arc::new(c)
+        })
+        .collect();
+    pool.apply(&moved, &ks, routing(), t0());
+    let s = pool.snapshot(t0());
+    assert_eq!(s.providers[0].state, ProviderStateKind::Ready);
+    assert_eq!(s.providers[1].state, ProviderStateKind::Ready);
+    assert_eq!(s.providers[0].total_requests, 1);
+    assert_eq!(s.providers[1].request_count, 1);
 }

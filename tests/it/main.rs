@@ -6,3 +6,4 @@ mod cli;
 mod common;
 mod proxy;
 mod sdk;
+mod state;
