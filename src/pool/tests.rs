@@ -18,6 +18,9 @@ fn provider(name: &str, priority: u32, models: &[&str]) -> Arc<ProviderConfig> {
         enabled: true,
         api_key_env: vec![],
         requires_key: true,
+        quirks: crate::config::quirks::Quirks::defaults(
+            crate::config::quirks::ProviderKind::Generic,
+        ),
     })
 }
 
