@@ -562,12 +562,22 @@ impl Pool {
             .iter()
             .map(|p| {
                 let kind = p.kind(now);
+                let quota = |t| {
+                    p.keys
+                        .iter()
+                        .find(|k| k.cooldown_until == Some(t))
+                        .and_then(|k| k.cooldown_reason.as_deref())
+                        .filter(|r| r.starts_with("daily quota used"))
+                };
                 match p.ready_at(now) {
-                    Some(t) if kind == ProviderStateKind::CoolingDown => format!(
-                        "{}: cooling down for {}s",
-                        p.config.name,
-                        secs_until(t, now)
-                    ),
+                    Some(t) if kind == ProviderStateKind::CoolingDown => match quota(t) {
+                        Some(reason) => format!("{}: {reason}", p.config.name),
+                        None => format!(
+                            "{}: cooling down for {}s",
+                            p.config.name,
+                            secs_until(t, now)
+                        ),
+                    },
                     _ => format!("{}: {}", p.config.name, kind.as_str()),
                 }
             })

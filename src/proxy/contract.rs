@@ -29,8 +29,17 @@ struct ChunkPeek<'a> {
     error: Option<&'a RawValue>,
     #[serde(borrow)]
     usage: Option<&'a RawValue>,
+    /// Groq reports a stream's usage here.
+    #[serde(borrow)]
+    x_groq: Option<GroqPeek<'a>>,
     #[serde(borrow, default)]
     choices: Option<Vec<ChoicePeek<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct GroqPeek<'a> {
+    #[serde(borrow)]
+    usage: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -152,6 +161,7 @@ impl ChunkFixer {
         }
         let tokens = peek
             .usage
+            .or_else(|| peek.x_groq.as_ref().and_then(|x| x.usage))
             .and_then(|u| serde_json::from_str::<Usage>(u.get()).ok())
             .map(|u| u.total());
         self.remember(&peek);

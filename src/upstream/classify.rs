@@ -41,6 +41,7 @@ struct ErrorInfo {
     code: String,
     kind: String,
     quota_ids: Vec<String>,
+    reasons: Vec<String>,
 }
 
 fn text(v: Option<&Value>) -> String {
@@ -67,8 +68,9 @@ fn error_info(body: &[u8]) -> ErrorInfo {
         Some(e @ Value::Object(_)) => e,
         _ => top,
     };
-    let message = match top.get("error") {
-        Some(Value::String(s)) => s.clone(),
+    let message = match (top, top.get("error")) {
+        // xAI sometimes answers with nothing but a JSON string.
+        (Value::String(s), _) | (_, Some(Value::String(s))) => s.clone(),
         _ => text(error.get("message")),
     };
     let quota_ids = error
@@ -81,7 +83,16 @@ fn error_info(body: &[u8]) -> ErrorInfo {
         .filter_map(|v| v.get("quotaId").and_then(Value::as_str))
         .map(str::to_string)
         .collect();
+    let reasons = error
+        .get("details")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.get("reason").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect();
     ErrorInfo {
+        reasons,
         message,
         code: text(error.get("code").or_else(|| top.get("code"))),
         kind: text(error.get("type").or_else(|| error.get("status"))),
@@ -104,6 +115,12 @@ impl ErrorInfo {
             || m.contains("insufficient credits")
             || m.contains("requires more credits")
             || m.contains("negative balance")
+    }
+
+    /// A key the provider does not know, reported as a 400.
+    fn key_invalid(&self) -> bool {
+        self.reasons.iter().any(|r| r == "API_KEY_INVALID")
+            || self.lower().contains("api key not valid")
     }
 
     /// A daily allowance, from the quota id or the wording.
@@ -149,6 +166,8 @@ pub fn classify(
             reason: format!("HTTP {code}: unexpected redirect"),
             reached: true,
         }),
+        // Gemini answers a bad key with 400 INVALID_ARGUMENT / API_KEY_INVALID.
+        400 if info.key_invalid() => Verdict::Rotate(Outcome::AuthFailed { reason: detail }),
         400 | 422 => match offending_param(body) {
             Some(p) => Verdict::RetryWithout(p),
             None => Verdict::Relay,
@@ -177,6 +196,7 @@ fn rate_limit(
         .iter()
         .filter(|w| w.exhausted() && (w.daily || (w.suffix.is_empty() && info.daily())))
         .filter_map(|w| w.reset)
+        .filter(|t| *t > now)
         .max();
     if info.daily() || exhausted_daily.is_some() {
         let until = match kind {
@@ -428,5 +448,126 @@ mod tests {
             classify_stream_error(ProviderKind::OpenRouter, ev, None, now()),
             Outcome::Transient { .. }
         ));
+    }
+}
+
+/// Every recorded provider answer in `tests/fixtures/providers/` drives the classifier.
+#[cfg(test)]
+mod fixtures {
+    use super::*;
+    use crate::upstream::limits;
+    use reqwest::header::{HeaderName, HeaderValue};
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    pub(crate) fn all() -> Vec<(PathBuf, Value)> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/providers");
+        let mut out = Vec::new();
+        for dir in std::fs::read_dir(&root).expect("fixtures dir") {
+            let dir = dir.expect("entry").path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(&dir).expect("provider dir") {
+                let f = f.expect("entry").path();
+                if f.extension().is_some_and(|e| e == "json") {
+                    let text = std::fs::read_to_string(&f).expect("read");
+                    out.push((f, serde_json::from_str(&text).expect("fixture json")));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn kind_of(path: &std::path::Path) -> ProviderKind {
+        let dir = path
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .expect("provider dir");
+        dir.parse().expect("provider dir names a kind")
+    }
+
+    fn headers(v: &Value) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, val) in v.as_object().expect("headers") {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(val.as_str().expect("string")).expect("value"),
+            );
+        }
+        h
+    }
+
+    fn close(d: Duration, secs: f64) -> bool {
+        (d.as_secs_f64() - secs).abs() < 0.01
+    }
+
+    #[test]
+    fn every_fixture_is_classified_as_recorded() {
+        let fixtures = all();
+        assert!(fixtures.len() >= 20, "{}", fixtures.len());
+        for (path, fx) in fixtures {
+            let name = path.display().to_string();
+            let now: DateTime<Utc> = fx["now"].as_str().expect("now").parse().expect("time");
+            let status = StatusCode::from_u16(fx["status"].as_u64().expect("status") as u16)
+                .expect("status");
+            let h = headers(&fx["headers"]);
+            let body = fx["body"].to_string();
+            let expect = &fx["expect"];
+            let want = expect["outcome"].as_str().expect("outcome");
+            let wait = expect["wait_secs"].as_f64();
+            let kind = kind_of(&path);
+            if status.is_success() {
+                let b = limits::budget(kind, &h, now);
+                match want {
+                    "bench" => {
+                        let (until, daily) = b.exhausted_until.expect(&name);
+                        assert_eq!(Some(daily), expect["daily"].as_bool(), "{name}");
+                        let secs = (until - now).num_milliseconds() as f64 / 1000.0;
+                        assert!((secs - wait.expect("wait")).abs() < 0.01, "{name}: {secs}");
+                    }
+                    "budget" => {
+                        assert_eq!(b.exhausted_until, None, "{name}");
+                        let (left, reset) = b.tokens.expect(&name);
+                        assert_eq!(Some(left), expect["tokens_left"].as_u64(), "{name}");
+                        let secs = (reset - now).num_milliseconds() as f64 / 1000.0;
+                        assert!((secs - wait.expect("wait")).abs() < 0.01, "{name}");
+                    }
+                    other => panic!("{name}: unknown success outcome {other}"),
+                }
+                continue;
+            }
+            let verdict = classify(kind, status, &h, body.as_bytes(), None, now);
+            match (want, &verdict) {
+                ("rate_limited", Verdict::Rotate(Outcome::RateLimited { retry_after, .. })) => {
+                    match wait {
+                        Some(w) => assert!(
+                            retry_after.is_some_and(|d| close(d, w)),
+                            "{name}: {retry_after:?}"
+                        ),
+                        None => assert_eq!(*retry_after, None, "{name}"),
+                    }
+                }
+                ("daily_quota", Verdict::Rotate(Outcome::QuotaExhausted { until, .. })) => {
+                    if let Some(at) = expect["until"].as_str() {
+                        let at: DateTime<Utc> = at.parse().expect("until");
+                        assert_eq!(*until, at, "{name}");
+                    }
+                    if let Some(w) = wait {
+                        let secs = (*until - now).num_milliseconds() as f64 / 1000.0;
+                        assert!((secs - w).abs() < 0.01, "{name}: {secs}");
+                    }
+                }
+                ("credits", Verdict::Rotate(Outcome::PaymentRequired { .. }))
+                | ("auth", Verdict::Rotate(Outcome::AuthFailed { .. }))
+                | ("transient", Verdict::Rotate(Outcome::Transient { .. })) => {}
+                ("retry_without", Verdict::RetryWithout(p)) => {
+                    assert_eq!(Some(p.as_str()), expect["param"].as_str(), "{name}");
+                }
+                _ => panic!("{name}: expected {want}, got {verdict:?}"),
+            }
+        }
     }
 }

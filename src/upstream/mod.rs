@@ -133,6 +133,7 @@ pub fn error_message(body: &[u8]) -> Option<String> {
         other => Some(other.to_string()),
     };
     let msg = match v.get("error") {
+        None if v.is_string() => message(v)?,
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(e) => message(e.get("message")?)?,
         None => message(v.get("message")?)?,
