@@ -472,6 +472,9 @@ mod tests {
             enabled,
             api_key_env: vec![],
             requires_key: true,
+            quirks: crate::config::quirks::Quirks::defaults(
+                crate::config::quirks::ProviderKind::Generic,
+            ),
         })
     }
 

@@ -3,6 +3,7 @@
 //! that reads TOML; it never touches keys (those come from [`crate::secrets`]).
 
 mod default;
+pub mod quirks;
 mod raw;
 
 use std::fmt;
@@ -143,6 +144,9 @@ pub struct RoutingConfig {
     pub stream_idle_timeout: Duration,
     /// Most attempts for one request (0 = one per provider key that could serve it).
     pub max_attempts: usize,
+    /// Longest time a streaming request may wait (across rotations) before its first
+    /// byte reaches the client; kept under the 120 s after which clients give up.
+    pub stream_start_timeout: Duration,
 }
 
 /// `[log]`.
@@ -171,6 +175,8 @@ pub struct ProviderConfig {
     pub api_key_env: Vec<String>,
     /// False for local servers such as Ollama.
     pub requires_key: bool,
+    /// What this provider's requests need and how its limits are read.
+    pub quirks: quirks::Quirks,
 }
 
 impl ProviderConfig {

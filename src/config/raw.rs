@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::quirks::{MaxTokensField, ProviderKind, Quirks};
 use super::{Config, Invalid, LogConfig, ProviderConfig, RoutingConfig, ServerConfig};
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +53,7 @@ struct RawRouting {
     request_timeout_secs: Option<Spanned<u64>>,
     stream_idle_timeout_secs: Option<Spanned<u64>>,
     max_attempts: Option<usize>,
+    stream_start_timeout_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +81,9 @@ struct RawProvider {
     enabled: Option<bool>,
     api_key_env: Option<Spanned<OneOrMany>>,
     requires_key: Option<bool>,
+    kind: Option<Spanned<String>>,
+    drop_params: Option<Vec<String>>,
+    max_tokens_field: Option<Spanned<String>>,
 }
 
 /// Line and column (1-based) of a byte offset.
@@ -284,7 +289,23 @@ fn validate_routing(r: RawRouting, text: &str) -> Result<RoutingConfig, Invalid>
             "routing.stream_idle_timeout_secs",
         )?,
         max_attempts: r.max_attempts.unwrap_or(0),
+        stream_start_timeout: stream_start_timeout(text, r.stream_start_timeout_secs)?,
     })
+}
+
+/// The streaming start budget must stay under the 120 s after which clients such as
+/// Osaurus give up on a silent stream.
+fn stream_start_timeout(text: &str, v: Option<Spanned<u64>>) -> Result<Duration, Invalid> {
+    let key = "routing.stream_start_timeout_secs";
+    match v {
+        Some(s) if !(1..=115).contains(s.get_ref()) => Err(invalid_at(
+            text,
+            Some(s.span()),
+            Some(key.to_string()),
+            "must be between 1 and 115 (clients give up on a silent stream after 120 s)".into(),
+        )),
+        other => positive_secs(text, other, 100, key),
+    }
 }
 
 fn validate_provider(
@@ -369,6 +390,7 @@ fn validate_provider(
             list
         }
     };
+    let quirks = validate_quirks(&base_url, p.kind, p.drop_params, p.max_tokens_field, &at)?;
     Ok(ProviderConfig {
         name,
         base_url,
@@ -378,7 +400,37 @@ fn validate_provider(
         enabled: p.enabled.unwrap_or(true),
         api_key_env,
         requires_key: p.requires_key.unwrap_or(true),
+        quirks,
     })
+}
+
+/// `kind`, `drop_params` and `max_tokens_field`: the kind's defaults, replaced by what
+/// the entry sets.
+fn validate_quirks(
+    base_url: &str,
+    kind: Option<Spanned<String>>,
+    drop_params: Option<Vec<String>>,
+    max_tokens_field: Option<Spanned<String>>,
+    at: &dyn Fn(Range<usize>, &str, String) -> Invalid,
+) -> Result<Quirks, Invalid> {
+    let kind = match kind {
+        None => ProviderKind::detect(base_url),
+        Some(k) => k
+            .get_ref()
+            .parse::<ProviderKind>()
+            .map_err(|msg| at(k.span(), "kind", msg))?,
+    };
+    let mut quirks = Quirks::defaults(kind);
+    if let Some(list) = drop_params {
+        quirks.drop_params = list;
+    }
+    if let Some(f) = max_tokens_field {
+        quirks.max_tokens_field = f
+            .get_ref()
+            .parse::<MaxTokensField>()
+            .map_err(|msg| at(f.span(), "max_tokens_field", msg))?;
+    }
+    Ok(quirks)
 }
 
 #[cfg(test)]

@@ -84,6 +84,15 @@ pub enum Outcome {
         /// Whether the provider received the request (a counted request).
         reached: bool,
     },
+    /// A quota that only refills at a known time (a daily quota, a spent request
+    /// allowance): the key is benched until `until`, shown as "daily quota used, back at
+    /// 09:00". Persisted like any cooldown, so a restart does not forget it.
+    QuotaExhausted {
+        /// When the quota is back.
+        until: DateTime<Utc>,
+        /// Short description of the provider's answer (for `last_error`).
+        reason: String,
+    },
     /// A client error relayed unchanged (400, 404, 413, 422...): no cooldown.
     Relayed {
         /// HTTP status.
@@ -168,6 +177,9 @@ struct KeyState {
     consecutive_429: u32,
     auth_failed: bool,
     request_count: u64,
+    /// Tokens left in the provider's current token window and when it refills, from the
+    /// last answer's rate-limit headers (not persisted: it is minutes long).
+    token_budget: Option<(u64, DateTime<Utc>)>,
 }
 
 impl KeyState {
@@ -176,6 +188,13 @@ impl KeyState {
     }
     fn usable(&self, now: DateTime<Utc>) -> bool {
         !self.auth_failed && !self.cooling(now)
+    }
+    /// Whether the last known token window can take a request of `need` tokens.
+    fn fits(&self, need: Option<u64>, now: DateTime<Utc>) -> bool {
+        match (need, self.token_budget) {
+            (Some(need), Some((left, reset))) => left >= need || reset <= now,
+            _ => true,
+        }
     }
 }
 
@@ -301,6 +320,34 @@ impl Pool {
 
     /// Chooses the next attempt for `route`, skipping key slots in `tried`.
     pub fn pick(&self, route: &Route, tried: &[u64], now: DateTime<Utc>) -> Option<Attempt> {
+        self.pick_for(route, tried, None, now)
+    }
+
+    /// Like [`Pool::pick`], but prefers keys whose last known token window still fits a
+    /// request that may use `need_tokens` (its `max_tokens`); when none does, any usable
+    /// key is picked (the provider then answers for itself).
+    pub fn pick_for(
+        &self,
+        route: &Route,
+        tried: &[u64],
+        need_tokens: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> Option<Attempt> {
+        if need_tokens.is_some() {
+            if let Some(a) = self.pick_inner(route, tried, need_tokens, now) {
+                return Some(a);
+            }
+        }
+        self.pick_inner(route, tried, None, now)
+    }
+
+    fn pick_inner(
+        &self,
+        route: &Route,
+        tried: &[u64],
+        need: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> Option<Attempt> {
         let mut inner = self.lock();
         let today = local_day(now);
         let Inner {
@@ -316,7 +363,7 @@ impl Pool {
             .filter(|(_, p)| {
                 p.keys
                     .iter()
-                    .any(|k| k.usable(now) && !tried.contains(&k.id))
+                    .any(|k| k.usable(now) && k.fits(need, now) && !tried.contains(&k.id))
             })
             .map(|(i, p)| (p.config.priority, i))
             .collect();
@@ -336,7 +383,7 @@ impl Pool {
             .keys
             .iter()
             .enumerate()
-            .filter(|(_, k)| k.usable(now) && !tried.contains(&k.id))
+            .filter(|(_, k)| k.usable(now) && k.fits(need, now) && !tried.contains(&k.id))
             .map(|(i, _)| i)
             .collect();
         let ki = usable[p.next_key % usable.len()];
@@ -420,10 +467,57 @@ impl Pool {
                     k.cooldown_reason = Some(reason.clone());
                     p.last_error = Some(reason.clone());
                 }
+                Outcome::QuotaExhausted { until, reason } => {
+                    k.cooldown_until = Some(*until);
+                    k.cooldown_reason = Some(quota_reason(*until, now));
+                    p.last_error = Some(reason.clone());
+                }
                 Outcome::Relayed { .. } => {}
             }
         }
         self.changed();
+    }
+
+    /// Benches a key that just answered successfully but said its allowance is used up
+    /// (proactive rotation): no request is counted, the key rests until `until`.
+    pub fn bench(&self, attempt: &Attempt, until: DateTime<Utc>, daily: bool, now: DateTime<Utc>) {
+        {
+            let mut inner = self.lock();
+            let Some(k) = inner
+                .providers
+                .iter_mut()
+                .find(|p| p.config.name == attempt.provider.name)
+                .and_then(|p| p.keys.iter_mut().find(|k| k.id == attempt.key_id))
+            else {
+                return;
+            };
+            if until <= now || k.cooldown_until.is_some_and(|t| t >= until) {
+                return;
+            }
+            k.cooldown_until = Some(until);
+            k.cooldown_reason = Some(if daily {
+                quota_reason(until, now)
+            } else {
+                format!(
+                    "request allowance used up, back in {}s",
+                    secs_until(until, now)
+                )
+            });
+        }
+        self.changed();
+    }
+
+    /// Records the tokens left in a key's current token window (from rate-limit headers).
+    pub fn set_token_budget(&self, attempt: &Attempt, left: u64, reset_at: DateTime<Utc>) {
+        let mut inner = self.lock();
+        if let Some(k) = inner
+            .providers
+            .iter_mut()
+            .find(|p| p.config.name == attempt.provider.name)
+            .and_then(|p| p.keys.iter_mut().find(|k| k.id == attempt.key_id))
+        {
+            k.token_budget = Some((left, reset_at));
+        }
     }
 
     /// Adds tokens counted after the fact (at the end of a stream).
@@ -468,12 +562,22 @@ impl Pool {
             .iter()
             .map(|p| {
                 let kind = p.kind(now);
+                let quota = |t| {
+                    p.keys
+                        .iter()
+                        .find(|k| k.cooldown_until == Some(t))
+                        .and_then(|k| k.cooldown_reason.as_deref())
+                        .filter(|r| r.starts_with("daily quota used"))
+                };
                 match p.ready_at(now) {
-                    Some(t) if kind == ProviderStateKind::CoolingDown => format!(
-                        "{}: cooling down for {}s",
-                        p.config.name,
-                        secs_until(t, now)
-                    ),
+                    Some(t) if kind == ProviderStateKind::CoolingDown => match quota(t) {
+                        Some(reason) => format!("{}: {reason}", p.config.name),
+                        None => format!(
+                            "{}: cooling down for {}s",
+                            p.config.name,
+                            secs_until(t, now)
+                        ),
+                    },
                     _ => format!("{}: {}", p.config.name, kind.as_str()),
                 }
             })
@@ -717,6 +821,7 @@ impl Inner {
                             consecutive_429: 0,
                             auth_failed: false,
                             request_count: 0,
+                            token_budget: None,
                         }
                     }
                 };
@@ -754,6 +859,17 @@ fn route_matches(route: &Route, p: &ProviderConfig) -> bool {
         Route::Any => true,
         Route::Model(m) => p.serves(m),
         Route::Pinned { provider, .. } => p.name == *provider,
+    }
+}
+
+/// "daily quota used, back at 09:00" in the user's local time; the weekday is added when
+/// the reset is not within the next day.
+pub fn quota_reason(until: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let local = until.with_timezone(&Local);
+    if until - now > chrono::Duration::hours(20) {
+        format!("daily quota used, back {}", local.format("%a %H:%M"))
+    } else {
+        format!("daily quota used, back at {}", local.format("%H:%M"))
     }
 }
 

@@ -18,6 +18,9 @@ fn provider(name: &str, priority: u32, models: &[&str]) -> Arc<ProviderConfig> {
         enabled: true,
         api_key_env: vec![],
         requires_key: true,
+        quirks: crate::config::quirks::Quirks::defaults(
+            crate::config::quirks::ProviderKind::Generic,
+        ),
     })
 }
 
@@ -442,4 +445,121 @@ fn a_changed_base_url_clears_auth_failed_and_cooldowns_but_keeps_counters() {
     assert_eq!(s.providers[1].state, ProviderStateKind::Ready);
     assert_eq!(s.providers[0].total_requests, 1);
     assert_eq!(s.providers[1].request_count, 1);
+}
+
+#[test]
+fn a_used_up_daily_quota_benches_the_key_until_the_reset_and_survives_a_restart() {
+    let ps = [provider("a", 1, &[]), provider("b", 2, &[])];
+    let ks = keys(&[("a", &["ka"]), ("b", &["kb"])]);
+    let pool1 = pool(&ps, &ks);
+    let a = pool1.pick(&Route::Any, &[], t0()).expect("pick");
+    let until = t0() + chrono::Duration::hours(20);
+    pool1.report(
+        &a,
+        &Outcome::QuotaExhausted {
+            until,
+            reason: "HTTP 429: per day".into(),
+        },
+        t0(),
+    );
+    let snap = pool1.snapshot(t0());
+    let st = &snap.providers[0];
+    assert_eq!(st.state, ProviderStateKind::CoolingDown);
+    let local = until.with_timezone(&Local).format("%H:%M").to_string();
+    assert_eq!(
+        st.cooldown_reason.as_deref(),
+        Some(format!("daily quota used, back at {local}").as_str())
+    );
+    assert_eq!(st.last_error.as_deref(), Some("HTTP 429: per day"));
+    let later = t0() + chrono::Duration::hours(19);
+    assert_eq!(
+        pool1
+            .pick(&Route::Any, &[], later)
+            .expect("pick")
+            .provider
+            .name,
+        "b"
+    );
+    match pool1.unavailable(
+        &Route::Pinned {
+            provider: "a".into(),
+            model: "m".into(),
+        },
+        t0(),
+    ) {
+        Unavailable::AllCooling {
+            retry_after,
+            states,
+        } => {
+            assert_eq!(retry_after, Duration::from_secs(20 * 3600));
+            assert!(
+                states[0].starts_with("a: daily quota used, back at"),
+                "{states:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A restart restores the bench from the persisted record.
+    let pool2 = pool(&ps, &ks);
+    pool2.restore(&pool1.records(t0()), later);
+    assert_eq!(
+        pool2
+            .pick(&Route::Any, &[], later)
+            .expect("pick")
+            .provider
+            .name,
+        "b"
+    );
+    assert_eq!(
+        pool2
+            .pick(&Route::Any, &[], until)
+            .expect("pick")
+            .provider
+            .name,
+        "a"
+    );
+}
+
+#[test]
+fn proactive_bench_counts_no_request_and_never_shortens_a_cooldown() {
+    let ps = [provider("a", 1, &[])];
+    let pool = pool(&ps, &keys(&[("a", &["ka"])]));
+    let a = pool.pick(&Route::Any, &[], t0()).expect("pick");
+    let long = t0() + chrono::Duration::minutes(10);
+    pool.bench(&a, long, false, t0());
+    pool.bench(&a, t0() + chrono::Duration::minutes(1), true, t0());
+    let snap = pool.snapshot(t0());
+    assert_eq!(snap.providers[0].cooldown_remaining_secs, 600);
+    assert_eq!(snap.providers[0].request_count, 0);
+    assert!(snap.providers[0]
+        .cooldown_reason
+        .as_deref()
+        .is_some_and(|r| r.starts_with("request allowance used up")));
+    assert!(pool.pick(&Route::Any, &[], long).is_some());
+}
+
+#[test]
+fn keys_whose_token_window_cannot_fit_the_request_are_passed_over_while_others_can() {
+    let ps = [provider("a", 1, &[]), provider("b", 2, &[])];
+    let pool = pool(&ps, &keys(&[("a", &["ka"]), ("b", &["kb"])]));
+    let a = pool.pick(&Route::Any, &[], t0()).expect("pick");
+    let reset = t0() + chrono::Duration::seconds(40);
+    pool.set_token_budget(&a, 800, reset);
+    let name = |need: Option<u64>, now| {
+        pool.pick_for(&Route::Any, &[], need, now)
+            .expect("pick")
+            .provider
+            .name
+            .clone()
+    };
+    assert_eq!(name(Some(500), t0()), "a");
+    assert_eq!(name(Some(1000), t0()), "b");
+    assert_eq!(name(None, t0()), "a");
+    assert_eq!(name(Some(1000), reset), "a", "the window refilled");
+    // When no key fits, any usable key is still tried.
+    let only_a = Route::Pinned {
+        provider: "a".into(),
+        model: "m".into(),
+    };
+    assert!(pool.pick_for(&only_a, &[], Some(1000), t0()).is_some());
 }

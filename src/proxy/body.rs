@@ -1,6 +1,8 @@
 //! The client's request body, peeked rather than parsed: the top-level object is split
-//! into raw fields (validated as JSON, values left as text), so `model` and `stream` can
-//! be read and `model` replaced without building a tree of the messages.
+//! into raw fields (validated as JSON, values left as text), so `model`, `stream` and
+//! `max_tokens` can be read, and the body shaped for a provider (model replaced,
+//! parameters it rejects left out, the max-tokens field renamed) without building a tree
+//! of the messages.
 
 use std::fmt;
 
@@ -8,6 +10,11 @@ use bytes::Bytes;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use crate::config::quirks::{MaxTokensField, Quirks};
+
+const MAX_TOKENS: &str = "max_tokens";
+const MAX_COMPLETION_TOKENS: &str = "max_completion_tokens";
 
 /// A chat-completions request body, borrowed from the bytes it came in.
 #[derive(Debug)]
@@ -104,9 +111,64 @@ impl<'a> ChatBody<'a> {
         self.stream
     }
 
+    /// The completion-token limit the client set (`max_completion_tokens` or
+    /// `max_tokens`), if any.
+    pub fn max_tokens(&self) -> Option<u64> {
+        [MAX_COMPLETION_TOKENS, MAX_TOKENS].iter().find_map(|name| {
+            self.fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| serde_json::from_str::<u64>(v.get()).ok())
+        })
+    }
+
+    /// Whether the body has this top-level field.
+    pub fn has(&self, field: &str) -> bool {
+        self.fields.iter().any(|(k, _)| k == field)
+    }
+
+    /// The body for one provider: `model` set, the provider's `drop_params` and
+    /// `also_drop` left out, and the max-tokens field named as the provider wants. A
+    /// max-tokens field named in `also_drop` (a 422 refused it) is renamed to the other
+    /// name rather than dropped, so the limit still applies.
+    pub fn shaped(&self, model: &str, quirks: &Quirks, also_drop: &[String]) -> Bytes {
+        let refused = |name: &str| also_drop.iter().any(|d| d == name);
+        let target = if refused(MAX_TOKENS) {
+            Some(MAX_COMPLETION_TOKENS)
+        } else if refused(MAX_COMPLETION_TOKENS) {
+            Some(MAX_TOKENS)
+        } else {
+            match quirks.max_tokens_field {
+                MaxTokensField::Keep => None,
+                MaxTokensField::MaxTokens => Some(MAX_TOKENS),
+                MaxTokensField::MaxCompletionTokens => Some(MAX_COMPLETION_TOKENS),
+            }
+        };
+        let has_target = target.is_some_and(|t| self.has(t));
+        self.write(model, |k| {
+            if k == MAX_TOKENS || k == MAX_COMPLETION_TOKENS {
+                if let Some(t) = target {
+                    // Both present: keep the one already named right.
+                    return if has_target && k != t { None } else { Some(t) };
+                }
+            }
+            if refused(k) || quirks.drop_params.iter().any(|d| d == k) {
+                None
+            } else {
+                Some(k)
+            }
+        })
+    }
+
     /// The body to send upstream: the client's fields in order, with `model` set to
     /// `model` (added when absent).
     pub fn with_model(&self, model: &str) -> Bytes {
+        self.write(model, Some)
+    }
+
+    /// Writes the fields in order, each under the name `rename` gives it (`None` = left
+    /// out), with `model` set (added when absent).
+    fn write<'k>(&'k self, model: &str, rename: impl Fn(&'k str) -> Option<&'k str>) -> Bytes {
         let len: usize = self
             .fields
             .iter()
@@ -117,11 +179,19 @@ impl<'a> ChatBody<'a> {
         let mut first = true;
         let mut wrote_model = false;
         for (k, v) in &self.fields {
+            let name = if k == "model" {
+                Some("model")
+            } else {
+                rename(k)
+            };
+            let Some(name) = name else {
+                continue;
+            };
             if !first {
                 out.push(b',');
             }
             first = false;
-            write_str(&mut out, k);
+            write_str(&mut out, name);
             out.push(b':');
             if k == "model" {
                 write_str(&mut out, model);
@@ -175,6 +245,49 @@ mod tests {
         assert_eq!(v["model"], "m");
         let empty = ChatBody::parse(b"{}").expect("parses");
         assert_eq!(&empty.with_model("m")[..], br#"{"model":"m"}"#);
+    }
+
+    fn quirks(field: MaxTokensField, drop: &[&str]) -> Quirks {
+        Quirks {
+            kind: crate::config::quirks::ProviderKind::Generic,
+            drop_params: drop.iter().map(|d| (*d).to_string()).collect(),
+            max_tokens_field: field,
+        }
+    }
+
+    #[test]
+    fn shaping_drops_rejected_parameters_and_renames_max_tokens() {
+        let raw = br#"{"model":"auto","messages":[],"stream":true,"stream_options":{"include_usage":true},"max_completion_tokens":512,"seed":7}"#;
+        let body = ChatBody::parse(raw).expect("parses");
+        assert_eq!(body.max_tokens(), Some(512));
+        let out = body.shaped(
+            "mistral-small",
+            &quirks(MaxTokensField::MaxTokens, &["stream_options"]),
+            &[],
+        );
+        assert_eq!(
+            &out[..],
+            br#"{"model":"mistral-small","messages":[],"stream":true,"max_tokens":512,"seed":7}"#
+        );
+        // A 422 that refused `seed`, and one that refused the max-tokens name.
+        let out = body.shaped(
+            "m",
+            &quirks(MaxTokensField::Keep, &[]),
+            &["seed".to_string(), "max_completion_tokens".to_string()],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert!(v.get("seed").is_none());
+        assert_eq!(v["max_tokens"], 512);
+        assert!(v.get("max_completion_tokens").is_none());
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        // Both names present: the right one stays, the other goes.
+        let both = ChatBody::parse(br#"{"max_tokens":1,"max_completion_tokens":2}"#).expect("p");
+        let out = both.shaped("m", &quirks(MaxTokensField::MaxCompletionTokens, &[]), &[]);
+        assert_eq!(&out[..], br#"{"max_completion_tokens":2,"model":"m"}"#);
+        // Everything dropped still leaves a valid object.
+        let only = ChatBody::parse(br#"{"seed":1}"#).expect("p");
+        let out = only.shaped("m", &quirks(MaxTokensField::Keep, &["seed"]), &[]);
+        assert_eq!(&out[..], br#"{"model":"m"}"#);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Prompts and completions are never logged.
 
 pub mod body;
+mod contract;
 pub mod error;
 mod stream;
 
@@ -21,7 +22,7 @@ use serde_json::json;
 
 use crate::engine::Engine;
 use crate::pool::{route_for, Attempt, Outcome, Unavailable};
-use crate::upstream::{self, Verdict};
+use crate::upstream::{self, limits, Verdict};
 use body::{BodyError, ChatBody};
 use error::ApiError;
 
@@ -64,115 +65,149 @@ pub async fn chat_completions(State(engine): State<Engine>, body: Body) -> Respo
     let route = route_for(chat.model(), &config.providers);
     let stream = chat.stream();
     let routing = &config.routing;
+    // A streaming client hears nothing until the first event is relayed: every wait
+    // (sending, rotating, the first event) comes out of this one budget, kept under the
+    // 120 s after which clients such as Osaurus give up on a silent stream.
+    let start_deadline = tokio::time::Instant::now() + routing.stream_start_timeout;
+    let need_tokens = chat.max_tokens();
     let mut tried: Vec<u64> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     // Whether some attempt failed for another reason than a rate limit (then the client
     // gets a 502 listing the attempts rather than a 429).
     let mut hard_failure = false;
+    let wait_for = |limit: std::time::Duration| {
+        if stream {
+            limit.min(start_deadline.saturating_duration_since(tokio::time::Instant::now()))
+        } else {
+            limit
+        }
+    };
     loop {
         if routing.max_attempts > 0 && tried.len() >= routing.max_attempts {
             break;
         }
-        let Some(attempt) = engine.pool.pick(&route, &tried, Utc::now()) else {
+        if wait_for(routing.first_byte_timeout).is_zero() {
+            hard_failure = true;
+            failures.push(format!(
+                "no provider started answering within routing.stream_start_timeout_secs ({}s)",
+                routing.stream_start_timeout.as_secs()
+            ));
+            break;
+        }
+        let Some(attempt) = engine
+            .pool
+            .pick_for(&route, &tried, need_tokens, Utc::now())
+        else {
             break;
         };
         tried.push(attempt.key_id);
         names.push(attempt.provider.name.clone());
-        let upstream_body = chat.with_model(&attempt.model);
-        let sent = upstream::send(
-            &engine.client,
-            &attempt,
-            upstream_body,
-            stream,
-            routing.first_byte_timeout,
-        )
-        .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(fail) => {
-                let outcome = fail.outcome();
-                hard_failure = true;
-                failures.push(describe(&attempt, &fail.to_string()));
-                engine.pool.report(&attempt, &outcome, Utc::now());
-                continue;
-            }
-        };
-        let status = resp.status();
-        if status.is_success() {
-            let result = if stream {
-                stream::relay(&engine, &attempt, resp, routing).await
-            } else {
-                relay_json(&engine, &attempt, resp, routing.request_timeout).await
+        // One retry without a parameter the provider named in a 400/422.
+        let mut also_drop: Vec<String> = Vec::new();
+        let outcome = loop {
+            let upstream_body = chat.shaped(&attempt.model, &attempt.provider.quirks, &also_drop);
+            let sent = upstream::send(
+                &engine.client,
+                &attempt,
+                upstream_body,
+                stream,
+                wait_for(routing.first_byte_timeout),
+            )
+            .await;
+            let resp = match sent {
+                Ok(r) => r,
+                Err(fail) => break fail.outcome(),
             };
-            match result {
-                Ok((response, tokens)) => {
-                    tracing::info!(
-                        providers = %names.join(","),
-                        model = %attempt.model,
-                        status = response.status().as_u16(),
-                        attempts = tried.len(),
-                        stream,
-                        latency_ms = started.elapsed().as_millis() as u64,
-                        tokens = tokens.unwrap_or(0),
-                        "request"
-                    );
-                    return response;
+            let status = resp.status();
+            if status.is_success() {
+                proactive_rotation(&engine, &attempt, resp.headers());
+                let result = if stream {
+                    stream::relay(
+                        &engine,
+                        &attempt,
+                        resp,
+                        wait_for(routing.first_byte_timeout),
+                        routing.stream_idle_timeout,
+                    )
+                    .await
+                    .map(|r| (r, None))
+                } else {
+                    relay_json(&engine, &attempt, resp, routing.request_timeout).await
+                };
+                match result {
+                    Ok((response, tokens)) => {
+                        tracing::info!(
+                            providers = %names.join(","),
+                            model = %attempt.model,
+                            status = response.status().as_u16(),
+                            attempts = tried.len(),
+                            stream,
+                            latency_ms = started.elapsed().as_millis() as u64,
+                            tokens = tokens.unwrap_or(0),
+                            "request"
+                        );
+                        return response;
+                    }
+                    Err(outcome) => break outcome,
                 }
-                Err(reason) => {
-                    hard_failure = true;
-                    failures.push(describe(&attempt, &reason));
+            }
+            // A failure status: read the (small) error body to classify it.
+            let headers = resp.headers().clone();
+            let err_body = tokio::time::timeout(routing.first_byte_timeout, resp.bytes())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            match upstream::classify(
+                attempt.provider.quirks.kind,
+                status,
+                &headers,
+                &err_body,
+                attempt.key.as_ref(),
+                Utc::now(),
+            ) {
+                Verdict::Rotate(outcome) => break outcome,
+                Verdict::RetryWithout(param)
+                    if also_drop.is_empty()
+                        && chat.has(&param)
+                        && !matches!(param.as_str(), "model" | "messages") =>
+                {
+                    tracing::info!(
+                        provider = %attempt.provider.name,
+                        param = %param,
+                        status = status.as_u16(),
+                        "provider refused a parameter; retrying once without it"
+                    );
+                    also_drop.push(param);
+                }
+                Verdict::RetryWithout(_) | Verdict::Relay => {
                     engine.pool.report(
                         &attempt,
-                        &Outcome::Transient {
-                            reason,
-                            reached: true,
+                        &Outcome::Relayed {
+                            status: status.as_u16(),
                         },
                         Utc::now(),
                     );
-                    continue;
+                    tracing::info!(
+                        providers = %names.join(","),
+                        model = %attempt.model,
+                        status = status.as_u16(),
+                        attempts = tried.len(),
+                        stream,
+                        latency_ms = started.elapsed().as_millis() as u64,
+                        "request relayed a provider error"
+                    );
+                    return relay_error(&attempt, status, &headers, err_body);
                 }
             }
-        }
-        // A failure status: read the (small) error body to classify it.
-        let headers = resp.headers().clone();
-        let err_body = tokio::time::timeout(routing.first_byte_timeout, resp.bytes())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
-        match upstream::classify(
-            status,
-            &headers,
-            &err_body,
-            attempt.key.as_ref(),
-            Utc::now(),
-        ) {
-            Verdict::Rotate(outcome) => {
-                hard_failure |= !matches!(outcome, Outcome::RateLimited { .. });
-                failures.push(describe(&attempt, &outcome_text(&outcome)));
-                engine.pool.report(&attempt, &outcome, Utc::now());
-            }
-            Verdict::Relay => {
-                engine.pool.report(
-                    &attempt,
-                    &Outcome::Relayed {
-                        status: status.as_u16(),
-                    },
-                    Utc::now(),
-                );
-                tracing::info!(
-                    providers = %names.join(","),
-                    model = %attempt.model,
-                    status = status.as_u16(),
-                    attempts = tried.len(),
-                    stream,
-                    latency_ms = started.elapsed().as_millis() as u64,
-                    "request relayed a provider error"
-                );
-                return relay_error(&attempt, status, &headers, err_body);
-            }
-        }
+        };
+        hard_failure |= !matches!(
+            outcome,
+            Outcome::RateLimited { .. } | Outcome::QuotaExhausted { .. }
+        );
+        failures.push(describe(&attempt, &outcome_text(&outcome)));
+        engine.pool.report(&attempt, &outcome, Utc::now());
     }
     let err = no_provider_error(&engine, &route, &failures, hard_failure);
     tracing::warn!(
@@ -197,6 +232,10 @@ fn outcome_text(o: &Outcome) -> String {
         Outcome::AuthFailed { reason } => format!("key rejected ({reason})"),
         Outcome::PaymentRequired { reason } => format!("payment required ({reason})"),
         Outcome::Transient { reason, .. } => reason.clone(),
+        Outcome::QuotaExhausted { until, reason } => format!(
+            "quota used up until {} ({reason})",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
         Outcome::Success { .. } => "ok".into(),
         Outcome::Relayed { status } => format!("HTTP {status}"),
     }
@@ -289,11 +328,6 @@ fn relay_error(
     resp
 }
 
-#[derive(Deserialize)]
-struct UsageOnly {
-    usage: Option<Usage>,
-}
-
 /// `usage` as providers report it.
 #[derive(Deserialize)]
 pub(crate) struct Usage {
@@ -310,29 +344,70 @@ impl Usage {
     }
 }
 
-/// Relays a successful non-streaming answer; `Err` (a reason) when its body could not
-/// be read, so the loop can rotate.
+/// Proactive rotation: a successful answer whose rate-limit headers say the allowance is
+/// used up (no requests left, or no tokens) benches the key until the window's reset
+/// instead of waiting for a 429; the tokens left are remembered so a later request whose
+/// `max_tokens` cannot fit prefers another key.
+fn proactive_rotation(engine: &Engine, attempt: &Attempt, headers: &reqwest::header::HeaderMap) {
+    let now = Utc::now();
+    let budget = limits::budget(attempt.provider.quirks.kind, headers, now);
+    if let Some((until, daily)) = budget.exhausted_until {
+        tracing::info!(
+            provider = %attempt.provider.name,
+            key = %attempt.key_label,
+            back_in_secs = (until - now).num_seconds(),
+            daily,
+            "allowance used up; resting the key until it refills"
+        );
+        engine.pool.bench(attempt, until, daily, now);
+    }
+    if let Some((left, reset)) = budget.tokens {
+        engine.pool.set_token_budget(attempt, left, reset);
+    }
+}
+
+/// Relays a successful non-streaming answer, with `usage` and `finish_reason` made sure
+/// of; `Err` (the outcome) when its body could not be read or is an error object, so the
+/// loop can rotate.
 async fn relay_json(
     engine: &Engine,
     attempt: &Attempt,
     resp: reqwest::Response,
     timeout: std::time::Duration,
-) -> Result<(Response, Option<u64>), String> {
+) -> Result<(Response, Option<u64>), Outcome> {
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::OK);
     let ct = resp
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+    let transient = |reason: String| Outcome::Transient {
+        reason,
+        reached: true,
+    };
     let body = match tokio::time::timeout(timeout, resp.bytes()).await {
-        Err(_) => return Err(format!("no complete answer within {}s", timeout.as_secs())),
-        Ok(Err(e)) => return Err(format!("answer broke off: {e}")),
+        Err(_) => {
+            return Err(transient(format!(
+                "no complete answer within {}s",
+                timeout.as_secs()
+            )))
+        }
+        Ok(Err(e)) => return Err(transient(format!("answer broke off: {e}"))),
         Ok(Ok(b)) => b,
     };
-    // Parsing for usage also proves the answer is JSON; a 200 with garbage is the
-    // provider's failure, and nothing has reached the client yet, so the loop rotates.
-    let tokens = match serde_json::from_slice::<UsageOnly>(&body) {
-        Ok(u) => u.usage.map(|u| u.total()),
-        Err(_) => return Err("the answer is not valid JSON".into()),
+    let (body, tokens) = match contract::completion(body) {
+        contract::Completion::Ok(body, tokens) => (body, tokens),
+        contract::Completion::Error(err) => {
+            return Err(upstream::classify_stream_error(
+                attempt.provider.quirks.kind,
+                &err,
+                attempt.key.as_ref(),
+                Utc::now(),
+            ))
+        }
+        // Nothing has reached the client yet, so a broken answer rotates.
+        contract::Completion::NotJson => {
+            return Err(transient("the answer is not valid JSON".into()))
+        }
     };
     engine
         .pool

@@ -1,65 +1,182 @@
-//! Relaying a streamed answer: the first upstream chunk decides whether the attempt
-//! succeeded (until then the loop may still rotate); after it, chunks go to the client as
-//! they arrive, unchanged. A stream that breaks or goes silent ends with an SSE error
-//! event; one that ends without `data: [DONE]` gets it appended. Usage is counted on the
-//! side without copying chunks.
+//! Relaying a streamed answer. Upstream bytes are framed into SSE events as they arrive;
+//! each event is checked against the client contract ([`super::contract`]) and goes out
+//! as the same `Bytes` unless a rule needed a fix.
+//!
+//! Until the first data event the attempt can still fail and rotate: a stream that ends,
+//! breaks or stays silent before it, or whose first event is an error object (OpenRouter
+//! and gateways report upstream failures that way), is a failed attempt and nothing has
+//! reached the client. Comments before it (": OPENROUTER PROCESSING") are held back. The
+//! wait for it is bounded by the request's remaining start budget, so a client that gives
+//! up after 120 s of silence never does while the proxy rotates.
+//!
+//! After it: a stream that breaks or goes silent ends with an SSE error event, an error
+//! object from the provider is passed on as `{"error":{"message","type"}}` and the stream
+//! closes, and a stream that ends without `data: [DONE]` gets it appended.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use chrono::Utc;
 use futures_util::{Stream, StreamExt};
-use serde::Deserialize;
 
-use super::{provider_headers, Usage};
-use crate::config::RoutingConfig;
+use super::contract::{client_error_event, error_event, ChunkFixer, Kind};
+use super::provider_headers;
 use crate::engine::Engine;
 use crate::pool::{Attempt, Outcome};
+use crate::upstream;
 
 type Upstream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
-/// Waits for the first chunk, then commits to this provider and relays the rest.
+/// Splits a byte stream into SSE events (each up to and including its blank line). Events
+/// wholly inside one chunk are slices of it; only an event cut by a chunk boundary is
+/// copied.
+#[derive(Default)]
+pub(super) struct Framer {
+    carry: BytesMut,
+}
+
+impl Framer {
+    /// Appends the complete events in `chunk` to `out`; keeps an unfinished tail.
+    pub fn push(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) {
+        let buf = if self.carry.is_empty() {
+            chunk
+        } else {
+            self.carry.extend_from_slice(&chunk);
+            self.carry.split().freeze()
+        };
+        let mut start = 0;
+        let mut line = 0;
+        while let Some(nl) = buf[line..].iter().position(|&b| b == b'\n') {
+            let end = line + nl;
+            let text = &buf[line..end];
+            let blank = text.is_empty() || text == b"\r";
+            line = end + 1;
+            if blank {
+                out.push(buf.slice(start..line));
+                start = line;
+            }
+        }
+        if start < buf.len() {
+            self.carry.extend_from_slice(&buf[start..]);
+        }
+    }
+
+    /// At the end of the stream: an unterminated last event, completed.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        if self.carry.iter().all(u8::is_ascii_whitespace) {
+            self.carry.clear();
+            return None;
+        }
+        self.carry.extend_from_slice(b"\n\n");
+        Some(self.carry.split().freeze())
+    }
+}
+
+/// Waits (at most `wait`) for the first data event, then commits to this provider and
+/// relays the rest. `Err` is the outcome of a failed attempt; nothing was sent then.
 pub(super) async fn relay(
     engine: &Engine,
     attempt: &Attempt,
     resp: reqwest::Response,
-    routing: &RoutingConfig,
-) -> Result<(Response, Option<u64>), String> {
+    wait: Duration,
+    idle: Duration,
+) -> Result<Response, Outcome> {
     let ct = resp
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
         .unwrap_or(HeaderValue::from_static("text/event-stream"));
+    let now = Utc::now();
     let mut upstream: Upstream = Box::pin(resp.bytes_stream());
-    let first = loop {
-        match tokio::time::timeout(routing.first_byte_timeout, upstream.next()).await {
-            Err(_) => {
-                return Err(format!(
-                    "no stream data within {}s",
-                    routing.first_byte_timeout.as_secs()
-                ))
-            }
-            Ok(None) => return Err("stream ended before any data".into()),
-            Ok(Some(Err(e))) => return Err(format!("stream broke before any data: {e}")),
-            Ok(Some(Ok(chunk))) if chunk.is_empty() => continue,
-            Ok(Some(Ok(chunk))) => break chunk,
-        }
+    let mut framer = Framer::default();
+    let nonce = u64::try_from(now.timestamp_nanos_opt().unwrap_or(0)).unwrap_or(0);
+    let mut fixer = ChunkFixer::new(
+        &attempt.model,
+        u64::try_from(now.timestamp()).unwrap_or(0),
+        nonce ^ attempt.key_id,
+    );
+    let mut queue: VecDeque<Bytes> = VecDeque::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    let transient = |reason: String| Outcome::Transient {
+        reason,
+        reached: true,
     };
+    let mut ended = false;
+    // The events of the committing chunk that came after the first data event.
+    let leftover: Vec<Bytes>;
+    'wait: loop {
+        let next = tokio::time::timeout_at(deadline, upstream.next()).await;
+        let chunk = match next {
+            Err(_) => {
+                return Err(transient(format!(
+                    "no stream data within {}s",
+                    wait.as_secs()
+                )))
+            }
+            Ok(Some(Err(e))) => {
+                return Err(transient(format!("stream broke before any data: {e}")))
+            }
+            Ok(Some(Ok(chunk))) => Some(chunk),
+            Ok(None) => None,
+        };
+        let mut events = Vec::new();
+        match chunk {
+            Some(c) => framer.push(c, &mut events),
+            None => {
+                ended = true;
+                events.extend(framer.finish());
+            }
+        }
+        let mut events = events.into_iter();
+        while let Some(ev) = events.next() {
+            let seen = fixer.event(ev);
+            match seen.kind {
+                Kind::Other => queue.push_back(seen.out),
+                Kind::Error(payload) => {
+                    return Err(upstream::classify_stream_error(
+                        attempt.provider.quirks.kind,
+                        &payload,
+                        attempt.key.as_ref(),
+                        Utc::now(),
+                    ))
+                }
+                Kind::Chunk | Kind::Done => {
+                    if let Some(t) = seen.tokens {
+                        engine.pool.add_tokens(&attempt.provider.name, t);
+                    }
+                    queue.push_back(seen.out);
+                    leftover = events.collect();
+                    break 'wait;
+                }
+            }
+        }
+        if ended {
+            return Err(transient("stream ended before any data".into()));
+        }
+    }
     engine
         .pool
         .report(attempt, &Outcome::Success { tokens: None }, Utc::now());
-    let state = RelayState {
+    let mut state = RelayState {
         upstream,
-        first: Some(first),
-        scan: Scanner::default(),
-        idle: routing.stream_idle_timeout,
+        framer,
+        fixer,
+        queue,
+        idle,
         engine: engine.clone(),
         provider: attempt.provider.name.clone(),
-        finished: false,
+        closed: false,
     };
+    for ev in leftover {
+        state.handle(ev);
+    }
+    if ended {
+        state.end();
+    }
     let body = futures_util::stream::unfold(state, next_chunk);
     let mut out = Response::new(Body::from_stream(body));
     *out.status_mut() = StatusCode::OK;
@@ -68,151 +185,101 @@ pub(super) async fn relay(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     provider_headers(h, attempt);
-    Ok((out, None))
+    Ok(out)
 }
 
 struct RelayState {
     upstream: Upstream,
-    first: Option<Bytes>,
-    scan: Scanner,
+    framer: Framer,
+    fixer: ChunkFixer,
+    queue: VecDeque<Bytes>,
     idle: Duration,
     engine: Engine,
     provider: String,
-    finished: bool,
+    /// No more reading: the queue is the rest of the stream.
+    closed: bool,
+}
+
+impl RelayState {
+    fn handle(&mut self, ev: Bytes) {
+        if self.closed {
+            return;
+        }
+        let seen = self.fixer.event(ev);
+        if let Some(t) = seen.tokens {
+            self.engine.pool.add_tokens(&self.provider, t);
+        }
+        match seen.kind {
+            Kind::Error(payload) => {
+                let event = client_error_event(&payload);
+                let msg =
+                    upstream::error_message(&payload).unwrap_or_else(|| "error event".to_string());
+                self.engine.pool.note_error(
+                    &self.provider,
+                    format!("the provider's stream reported an error: {msg}"),
+                );
+                tracing::warn!(provider = %self.provider, "stream reported an error midway");
+                self.queue.push_back(event);
+                self.closed = true;
+            }
+            _ => self.queue.push_back(seen.out),
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some(ev) = self.framer.finish() {
+            self.handle(ev);
+        }
+        if !self.closed && !self.fixer.saw_done {
+            self.queue
+                .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+        }
+        self.closed = true;
+    }
+
+    fn fail(&mut self, msg: String, kind: &str) {
+        self.engine.pool.note_error(&self.provider, msg.clone());
+        self.queue.push_back(error_event(&msg, kind));
+        self.closed = true;
+    }
 }
 
 async fn next_chunk(
     mut st: RelayState,
 ) -> Option<(Result<Bytes, std::convert::Infallible>, RelayState)> {
-    if st.finished {
-        return None;
-    }
-    if let Some(first) = st.first.take() {
-        st.observe(&first);
-        return Some((Ok(first), st));
-    }
-    match tokio::time::timeout(st.idle, st.upstream.next()).await {
-        Ok(Some(Ok(chunk))) => {
-            st.observe(&chunk);
-            Some((Ok(chunk), st))
+    let mut events = Vec::new();
+    loop {
+        if let Some(b) = st.queue.pop_front() {
+            return Some((Ok(b), st));
         }
-        Ok(Some(Err(e))) => {
-            st.finished = true;
-            let msg = format!("the provider's stream broke off: {e}");
-            st.engine.pool.note_error(&st.provider, msg.clone());
-            tracing::warn!(provider = %st.provider, "stream broke off midway");
-            Some((
-                Ok(error_event(&msg, "upstream_error", st.scan.partial())),
-                st,
-            ))
+        if st.closed {
+            return None;
         }
-        Ok(None) => {
-            st.finished = true;
-            if st.scan.saw_done {
-                None
-            } else {
-                let mut tail = Vec::new();
-                if st.scan.partial() {
-                    tail.extend_from_slice(b"\n\n");
+        match tokio::time::timeout(st.idle, st.upstream.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                st.framer.push(chunk, &mut events);
+                for ev in events.drain(..) {
+                    st.handle(ev);
                 }
-                tail.extend_from_slice(b"data: [DONE]\n\n");
-                Some((Ok(Bytes::from(tail)), st))
             }
-        }
-        Err(_) => {
-            st.finished = true;
-            let msg = format!(
-                "the provider sent nothing for {}s; the stream was ended",
-                st.idle.as_secs()
-            );
-            st.engine.pool.note_error(&st.provider, msg.clone());
-            tracing::warn!(provider = %st.provider, "stream went silent");
-            Some((Ok(error_event(&msg, "timeout", st.scan.partial())), st))
-        }
-    }
-}
-
-impl RelayState {
-    fn observe(&mut self, chunk: &[u8]) {
-        if let Some(tokens) = self.scan.feed(chunk) {
-            self.engine.pool.add_tokens(&self.provider, tokens);
-        }
-    }
-}
-
-/// An SSE error event with string fields; starts on a fresh line if an event was cut.
-fn error_event(message: &str, kind: &str, cut: bool) -> Bytes {
-    let body = serde_json::json!({"error": {"message": message, "type": kind, "code": kind}});
-    let prefix = if cut { "\n\n" } else { "" };
-    Bytes::from(format!("{prefix}data: {body}\n\n"))
-}
-
-/// Watches SSE lines for `[DONE]` and `usage` without holding on to chunks: only an
-/// unfinished last line is kept.
-#[derive(Default)]
-struct Scanner {
-    carry: Vec<u8>,
-    saw_done: bool,
-}
-
-#[derive(Deserialize)]
-struct UsageEvent {
-    usage: Option<Usage>,
-}
-
-impl Scanner {
-    /// Whether the last chunk ended inside a line.
-    fn partial(&self) -> bool {
-        !self.carry.is_empty()
-    }
-
-    /// Feeds a chunk; returns tokens when a usage event completes in it.
-    fn feed(&mut self, chunk: &[u8]) -> Option<u64> {
-        let mut tokens = None;
-        let mut rest = chunk;
-        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-            let line_tail = &rest[..nl];
-            if self.carry.is_empty() {
-                self.line(line_tail, &mut tokens);
-            } else {
-                let mut line = std::mem::take(&mut self.carry);
-                line.extend_from_slice(line_tail);
-                self.line(&line, &mut tokens);
+            Ok(Some(Err(e))) => {
+                tracing::warn!(provider = %st.provider, "stream broke off midway");
+                st.fail(
+                    format!("the provider's stream broke off: {e}"),
+                    "upstream_error",
+                );
             }
-            rest = &rest[nl + 1..];
-        }
-        if !rest.is_empty() {
-            // Long lines are only worth keeping while they might hold usage or [DONE].
-            if self.carry.len() + rest.len() <= 64 * 1024 {
-                self.carry.extend_from_slice(rest);
-            } else {
-                self.carry.clear();
-            }
-        }
-        tokens
-    }
-
-    fn line(&mut self, line: &[u8], tokens: &mut Option<u64>) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(data) = line.strip_prefix(b"data:") else {
-            return;
-        };
-        let data = data.trim_ascii_start();
-        if data == b"[DONE]" {
-            self.saw_done = true;
-        } else if contains(data, b"\"usage\"") {
-            if let Some(u) = serde_json::from_slice::<UsageEvent>(data)
-                .ok()
-                .and_then(|e| e.usage)
-            {
-                *tokens = Some(tokens.unwrap_or(0) + u.total());
+            Ok(None) => st.end(),
+            Err(_) => {
+                tracing::warn!(provider = %st.provider, "stream went silent");
+                let msg = format!(
+                    "the provider sent nothing for {}s; the stream was ended",
+                    st.idle.as_secs()
+                );
+                st.fail(msg, "timeout");
             }
         }
     }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -220,26 +287,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scanner_finds_usage_and_done_across_chunk_boundaries() {
-        let mut s = Scanner::default();
-        assert_eq!(
-            s.feed(b"data: {\"choices\":[]}\n\ndata: {\"choices\":[],\"us"),
-            None
-        );
-        assert!(s.partial());
-        assert_eq!(
-            s.feed(b"age\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n"),
-            Some(7)
-        );
-        assert!(!s.saw_done);
-        s.feed(b"data: [DO");
-        s.feed(b"NE]\r\n\r\n");
-        assert!(s.saw_done);
-    }
-
-    #[test]
-    fn usage_null_is_ignored() {
-        let mut s = Scanner::default();
-        assert_eq!(s.feed(b"data: {\"usage\":null}\n\n"), None);
+    fn framer_slices_whole_events_and_joins_cut_ones() {
+        let mut f = Framer::default();
+        let mut out = Vec::new();
+        let chunk = Bytes::from_static(b"data: a\n\ndata: b\r\n\r\ndata: c");
+        f.push(chunk.clone(), &mut out);
+        assert_eq!(out, [&b"data: a\n\n"[..], &b"data: b\r\n\r\n"[..]]);
+        assert_eq!(out[0].as_ptr(), chunk.as_ptr(), "a slice, not a copy");
+        out.clear();
+        f.push(Bytes::from_static(b"\n"), &mut out);
+        assert!(out.is_empty());
+        f.push(Bytes::from_static(b"\n: keep-alive\n\n"), &mut out);
+        assert_eq!(out, [&b"data: c\n\n"[..], &b": keep-alive\n\n"[..]]);
+        assert_eq!(f.finish(), None);
+        f.push(Bytes::from_static(b"data: [DONE]"), &mut out);
+        assert_eq!(f.finish().as_deref(), Some(&b"data: [DONE]\n\n"[..]));
     }
 }

@@ -1,28 +1,24 @@
 //! Sending one attempt to a provider with reqwest, and classifying what came back into a
-//! pool [`Outcome`]. Upstream failures are data here, not errors: the rotation loop decides.
+//! pool [`Outcome`] (per provider kind: see [`classify`], [`limits`], [`daily`]).
+//! Upstream failures are data here, not errors: the rotation loop decides.
 //! This module never logs keys and never reads the client's headers.
 
+pub mod classify;
+pub mod daily;
 pub mod hint;
+pub mod limits;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use reqwest::{Client, StatusCode};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::Client;
 
 use crate::config::RoutingConfig;
 use crate::pool::{Attempt, Outcome};
 use crate::secrets::ApiKey;
 
-/// What to do after an upstream answered with a non-success status.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    /// Record the outcome and try the next provider.
-    Rotate(Outcome),
-    /// Relay the response to the client unchanged.
-    Relay,
-}
+pub use classify::{classify, classify_stream_error, offending_param, Verdict};
 
 /// Builds the one HTTP client all attempts share (connection pools per host).
 pub fn build_client(routing: &RoutingConfig) -> reqwest::Result<Client> {
@@ -121,37 +117,6 @@ impl SendFailure {
     }
 }
 
-/// Classifies a non-2xx upstream answer (status, headers, body) into what to do.
-pub fn classify(
-    status: StatusCode,
-    headers: &HeaderMap,
-    body: &[u8],
-    key: Option<&ApiKey>,
-    now: DateTime<Utc>,
-) -> Verdict {
-    let code = status.as_u16();
-    let detail = error_message(body)
-        .map(|m| format!("HTTP {code}: {}", redact(&m, key)))
-        .unwrap_or_else(|| format!("HTTP {code}"));
-    match code {
-        429 => Verdict::Rotate(Outcome::RateLimited {
-            retry_after: hint::retry_hint(headers, body, now),
-            reason: detail,
-        }),
-        401 | 403 => Verdict::Rotate(Outcome::AuthFailed { reason: detail }),
-        402 => Verdict::Rotate(Outcome::PaymentRequired { reason: detail }),
-        408 | 500..=599 => Verdict::Rotate(Outcome::Transient {
-            reason: detail,
-            reached: true,
-        }),
-        300..=399 => Verdict::Rotate(Outcome::Transient {
-            reason: format!("HTTP {code}: unexpected redirect"),
-            reached: true,
-        }),
-        _ => Verdict::Relay,
-    }
-}
-
 /// The provider's error message, shortened, if the body has one (any of the shapes
 /// providers use: `{"error":{"message"}}`, `[{"error":...}]`, `{"message"}`,
 /// `{"error":"text"}`).
@@ -161,10 +126,17 @@ pub fn error_message(body: &[u8]) -> Option<String> {
         serde_json::Value::Array(items) => items.first()?,
         other => other,
     };
+    let message = |m: &serde_json::Value| match m {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        // Mistral's validation errors carry an object here.
+        other => Some(other.to_string()),
+    };
     let msg = match v.get("error") {
+        None if v.is_string() => message(v)?,
         Some(serde_json::Value::String(s)) => s.clone(),
-        Some(e) => e.get("message")?.as_str()?.to_string(),
-        None => v.get("message")?.as_str()?.to_string(),
+        Some(e) => message(e.get("message")?)?,
+        None => message(v.get("message")?)?,
     };
     let mut short: String = msg.chars().take(200).collect();
     if short.len() < msg.len() {
@@ -222,52 +194,6 @@ mod tests {
         assert_eq!(out, "key qqqzzzwww is wrong");
         let out = redact("key mnopqrs is wrong", Some(&key));
         assert_eq!(out, "key [redacted] is wrong");
-    }
-
-    fn now() -> DateTime<Utc> {
-        Utc::now()
-    }
-
-    #[test]
-    fn statuses_map_to_outcomes() {
-        let h = HeaderMap::new();
-        let v = |s: u16| {
-            classify(
-                StatusCode::from_u16(s).expect("status"),
-                &h,
-                b"{}",
-                None,
-                now(),
-            )
-        };
-        assert!(matches!(
-            v(429),
-            Verdict::Rotate(Outcome::RateLimited {
-                retry_after: None,
-                ..
-            })
-        ));
-        assert!(matches!(
-            v(401),
-            Verdict::Rotate(Outcome::AuthFailed { .. })
-        ));
-        assert!(matches!(
-            v(403),
-            Verdict::Rotate(Outcome::AuthFailed { .. })
-        ));
-        assert!(matches!(
-            v(402),
-            Verdict::Rotate(Outcome::PaymentRequired { .. })
-        ));
-        for s in [408, 500, 502, 503, 504] {
-            assert!(
-                matches!(v(s), Verdict::Rotate(Outcome::Transient { .. })),
-                "{s}"
-            );
-        }
-        for s in [400, 404, 413, 422] {
-            assert_eq!(v(s), Verdict::Relay, "{s}");
-        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod cli;
 mod common;
+mod providers;
 mod proxy;
 mod sdk;
 mod state;
