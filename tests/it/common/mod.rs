@@ -480,7 +480,9 @@ pub struct Binary {
 impl Binary {
     /// Path of the built binary.
     pub fn exe() -> &'static str {
-        env!("CARGO_BIN_EXE_llm-rotator")
+        // Cargo sets this when it builds the tests for the host; a type-check for another
+        // target (the macOS check) has no binary to point at.
+        option_env!("CARGO_BIN_EXE_llm-rotator").unwrap_or("llm-rotator")
     }
 
     /// Writes `config` (with `[server] port` set by the caller via `{port}`) and starts
