@@ -54,6 +54,15 @@ pub fn key_store() -> Arc<dyn KeyStore> {
     Arc::new(EnvKeys)
 }
 
+/// `run`: the agent. Exits 0 when llm-rotator already answers on the port (one copy per
+/// port); otherwise serves like `serve`.
+pub fn run_blocking(opts: &ServeOptions) -> Result<()> {
+    if crate::service::instance::already_running(opts)? {
+        return Ok(());
+    }
+    serve_blocking(opts)
+}
+
 /// Runs the headless proxy until SIGTERM/SIGINT.
 pub fn serve_blocking(opts: &ServeOptions) -> Result<()> {
     let paths = resolve_paths(opts)?;

@@ -50,6 +50,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Start at login: install, remove or inspect the login agent (launchd on macOS, a
+    /// systemd user service on Linux).
+    Service {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: crate::service::ServiceAction,
+    },
     /// Inspect the config.
     Config {
         /// What to do with it.
@@ -78,10 +85,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         port,
     };
     match &cli.command {
-        None => agent::serve_blocking(&opts(None)).map(|()| ExitCode::SUCCESS),
-        Some(Command::Run { port }) | Some(Command::Serve { port }) => {
+        None => agent::run_blocking(&opts(None)).map(|()| ExitCode::SUCCESS),
+        Some(Command::Run { port }) => {
+            agent::run_blocking(&opts(*port)).map(|()| ExitCode::SUCCESS)
+        }
+        Some(Command::Serve { port }) => {
             agent::serve_blocking(&opts(*port)).map(|()| ExitCode::SUCCESS)
         }
+        Some(Command::Service { action }) => Ok(crate::service::command(action)?),
         Some(Command::Status { json }) => status(&opts(None), *json),
         Some(Command::Config { action }) => match action {
             ConfigAction::Path => {

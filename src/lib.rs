@@ -13,6 +13,7 @@ pub mod pool;
 pub mod proxy;
 pub mod secrets;
 pub mod server;
+pub mod service;
 pub mod state;
 pub mod upstream;
 pub mod watcher;

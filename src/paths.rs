@@ -79,3 +79,19 @@ pub fn default_log_dir() -> Option<PathBuf> {
         })
     }
 }
+
+/// The LaunchAgent plist `service install` writes on macOS.
+pub fn launch_agent_plist(home: &std::path::Path) -> PathBuf {
+    home.join("Library/LaunchAgents")
+        .join(format!("{APP_ID}.plist"))
+}
+
+/// The macOS log dir under `home` (the launchd stdout/stderr files go there too).
+pub fn macos_log_dir(home: &std::path::Path) -> PathBuf {
+    home.join("Library/Logs/llm-rotator")
+}
+
+/// The systemd user unit `service install` writes on Linux, under the XDG config dir.
+pub fn systemd_user_unit(config_home: &std::path::Path) -> PathBuf {
+    config_home.join("systemd/user/llm-rotator.service")
+}

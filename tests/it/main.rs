@@ -7,4 +7,5 @@ mod common;
 mod providers;
 mod proxy;
 mod sdk;
+mod service;
 mod state;
