@@ -49,6 +49,13 @@ pub enum Reply {
     },
     /// Never answers.
     Hang,
+    /// 200 text/event-stream: sends `first`, then waits until the test opens `gate`
+    /// before sending `rest` — proof that the first chunk was relayed on its own.
+    SseGated {
+        first: String,
+        rest: Vec<String>,
+        gate: Arc<tokio::sync::Notify>,
+    },
 }
 
 impl Reply {
@@ -234,6 +241,26 @@ async fn mock_handler(State(state): State<Arc<Mutex<MockState>>>, req: Request) 
         Reply::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Response::new(Body::empty())
+        }
+        Reply::SseGated { first, rest, gate } => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+            tokio::spawn(async move {
+                if tx.send(Ok(Bytes::from(first))).await.is_err() {
+                    return;
+                }
+                gate.notified().await;
+                for c in rest {
+                    if tx.send(Ok(Bytes::from(c))).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut resp = Response::new(Body::from_stream(tokio_stream_from(rx)));
+            resp.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("text/event-stream"),
+            );
+            resp
         }
         Reply::Sse { chunks, delay, end } => {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
