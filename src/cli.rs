@@ -78,8 +78,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         port,
     };
     match &cli.command {
-        None => agent::serve_blocking(&opts(None)).map(|()| ExitCode::SUCCESS),
-        Some(Command::Run { port }) | Some(Command::Serve { port }) => {
+        None => crate::tray::run(&opts(None)).map(|()| ExitCode::SUCCESS),
+        Some(Command::Run { port }) => crate::tray::run(&opts(*port)).map(|()| ExitCode::SUCCESS),
+        Some(Command::Serve { port }) => {
             agent::serve_blocking(&opts(*port)).map(|()| ExitCode::SUCCESS)
         }
         Some(Command::Status { json }) => status(&opts(None), *json),

@@ -13,4 +13,5 @@ pub mod pool;
 pub mod proxy;
 pub mod secrets;
 pub mod server;
+pub mod tray;
 pub mod upstream;
