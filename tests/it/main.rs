@@ -2,5 +2,6 @@
 // A failed expectation is how a test reports failure.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod background_agent;
 mod common;
 mod proxy;
