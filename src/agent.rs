@@ -1,7 +1,9 @@
 //! Running the proxy: load the config (writing the commented default on first run),
 //! build the engine, bind, and serve until a shutdown signal; SIGHUP reloads the config.
-//! Used by `serve` (headless) and, until a tray is available, by `run`.
+//! The same start-up runs in the foreground (`serve`, and `run` without a display) or on
+//! a background thread with a stop handle (the menu-bar app, [`crate::tray`]).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::paths::Paths;
 use crate::secrets::{EnvKeys, KeyStore};
-use crate::server;
+use crate::server::{self, ServeError};
 
 /// Options shared by `serve` and `run`.
 #[derive(Debug, Clone, Default)]
@@ -54,35 +56,145 @@ pub fn key_store() -> Arc<dyn KeyStore> {
     Arc::new(EnvKeys)
 }
 
-/// `run`: the agent. Exits 0 when llm-rotator already answers on the port (one copy per
-/// port); otherwise serves like `serve`.
-pub fn run_blocking(opts: &ServeOptions) -> Result<()> {
-    if crate::service::instance::already_running(opts)? {
-        return Ok(());
-    }
-    serve_blocking(opts)
+/// Start-up done on the calling thread before serving: the config and logging.
+pub struct Prepared {
+    /// The config to serve (with `--port` applied).
+    pub config: Config,
+    /// Where everything lives.
+    pub paths: Paths,
+    /// Flushes the log file when dropped: keep it until the process ends.
+    pub log_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
-/// Runs the headless proxy until SIGTERM/SIGINT.
-pub fn serve_blocking(opts: &ServeOptions) -> Result<()> {
+/// Loads the config (writing the default on first run) and starts logging.
+pub fn prepare(opts: &ServeOptions) -> Result<Prepared> {
     let paths = resolve_paths(opts)?;
     let (mut config, created) = load_config(opts, &paths)?;
     if let Some(port) = opts.port {
         config.server.port = port;
     }
-    let _guard = crate::logging::init(&config.log.level, Some(&paths.log_dir));
+    let log_guard = crate::logging::init(&config.log.level, Some(&paths.log_dir));
     if created {
         tracing::info!("wrote the default config to {}", paths.config.display());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    Ok(Prepared {
+        config,
+        paths,
+        log_guard,
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("llm-rotator")
         .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(serve_async(config, paths))
+        .context("cannot start the async runtime")
 }
 
-async fn serve_async(config: Config, paths: Paths) -> Result<()> {
+/// Runs the headless proxy until SIGTERM/SIGINT.
+pub fn serve_blocking(opts: &ServeOptions) -> Result<()> {
+    serve_prepared(prepare(opts)?)
+}
+
+/// Runs the headless proxy for an already prepared start-up until SIGTERM/SIGINT.
+pub fn serve_prepared(prepared: Prepared) -> Result<()> {
+    let Prepared {
+        config,
+        paths,
+        log_guard: _log_guard,
+    } = prepared;
+    runtime()?.block_on(serve_async(config, paths, shutdown_signal(), None))
+}
+
+/// What the background agent reports once it is up.
+pub struct Started {
+    /// The running engine (snapshots and commands).
+    pub engine: Engine,
+    /// The runtime the engine runs on, for spawning commands from other threads.
+    pub runtime: tokio::runtime::Handle,
+    /// Why the port could not be bound, if it could not: the engine still runs so the UI
+    /// can show the providers and the fix.
+    pub bind_error: Option<ServeError>,
+}
+
+/// Called once the background agent is up (or could not bind its port).
+pub type OnStarted = Box<dyn FnOnce(Started) + Send>;
+
+/// A proxy running on its own thread (the menu-bar app); see [`serve_in_background`].
+pub struct Background {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl Background {
+    /// Asks the proxy to stop: no new connections; running requests get the grace period.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Whether the proxy thread has ended (then [`Background::join`] does not block).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops the proxy and waits for its thread; the result is how serving ended.
+    pub fn join(mut self) -> Result<()> {
+        self.stop();
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow::anyhow!("the proxy thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Starts the proxy on a thread of its own, with its own runtime. `on_started` runs once
+/// the engine exists (on that thread); `on_stopped` runs when the proxy has stopped,
+/// whether by [`Background::stop`], SIGTERM/SIGINT or an error.
+pub fn serve_in_background(
+    config: Config,
+    paths: Paths,
+    on_started: OnStarted,
+    on_stopped: Box<dyn FnOnce() + Send>,
+) -> Result<Background> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("llm-rotator-proxy".into())
+        .spawn(move || {
+            let result = runtime().and_then(|rt| {
+                let shutdown = async move {
+                    tokio::select! {
+                        _ = stop_rx => tracing::info!("quit requested"),
+                        () = shutdown_signal() => {}
+                    }
+                };
+                rt.block_on(serve_async(config, paths, shutdown, Some(on_started)))
+            });
+            if let Err(e) = &result {
+                tracing::error!("the proxy stopped: {e:#}");
+            }
+            on_stopped();
+            result
+        })
+        .context("cannot start the proxy thread")?;
+    Ok(Background {
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
+}
+
+/// Builds the engine, binds and serves until `shutdown`. With `on_started` (the menu-bar
+/// app) a port that cannot be bound is reported there instead of ending the agent.
+async fn serve_async(
+    config: Config,
+    paths: Paths,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_started: Option<OnStarted>,
+) -> Result<()> {
     let addr = SocketAddr::new(config.server.host, config.server.port);
     let grace = config.server.shutdown_grace;
     let store = key_store();
@@ -91,19 +203,42 @@ async fn serve_async(config: Config, paths: Paths) -> Result<()> {
         .await
         .context("engine start-up task failed")?
         .context("cannot build the HTTP client")?;
-    let listener = server::bind(addr).await?;
+    let bound = server::bind(addr).await;
+    let (listener, bind_error) = match (bound, on_started.is_some()) {
+        (Ok(l), _) => (Some(l), None),
+        (Err(e), false) => return Err(e.into()),
+        (Err(e), true) => {
+            tracing::error!("{e}");
+            (None, Some(e))
+        }
+    };
     let state = crate::state::start(&engine, &paths.data_dir).await;
     let watcher = crate::watcher::start(&engine);
     let snap = engine.pool.snapshot(chrono::Utc::now());
-    tracing::info!(
-        "serving on {} ({} of {} providers ready; config {})",
-        engine.config().endpoint_url(),
-        snap.ready_count(),
-        snap.providers.len(),
-        paths.config.display()
-    );
+    if listener.is_some() {
+        tracing::info!(
+            "serving on {} ({} of {} providers ready; config {})",
+            engine.config().endpoint_url(),
+            snap.ready_count(),
+            snap.providers.len(),
+            paths.config.display()
+        );
+    }
+    if let Some(on_started) = on_started {
+        on_started(Started {
+            engine: engine.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            bind_error,
+        });
+    }
     let reload_task = tokio::spawn(reload_on_sighup(engine.clone()));
-    let result = server::serve(listener, engine, shutdown_signal(), grace).await;
+    let result = match listener {
+        Some(listener) => server::serve(listener, engine, shutdown, grace).await,
+        None => {
+            shutdown.await;
+            Ok(())
+        }
+    };
     reload_task.abort();
     watcher.stop().await;
     state.shutdown().await;

@@ -85,10 +85,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         port,
     };
     match &cli.command {
-        None => agent::run_blocking(&opts(None)).map(|()| ExitCode::SUCCESS),
-        Some(Command::Run { port }) => {
-            agent::run_blocking(&opts(*port)).map(|()| ExitCode::SUCCESS)
-        }
+        None => crate::tray::run(&opts(None)).map(|()| ExitCode::SUCCESS),
+        Some(Command::Run { port }) => crate::tray::run(&opts(*port)).map(|()| ExitCode::SUCCESS),
         Some(Command::Serve { port }) => {
             agent::serve_blocking(&opts(*port)).map(|()| ExitCode::SUCCESS)
         }

@@ -15,5 +15,6 @@ pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod tray;
 pub mod upstream;
 pub mod watcher;

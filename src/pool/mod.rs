@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::config::{ProviderConfig, RoutingConfig};
 use crate::secrets::{ApiKey, ProviderKey};
 
-pub use snapshot::{KeySnapshot, ProviderSnapshot, ProviderStateKind, Snapshot};
+pub use snapshot::{ConfigSnapshot, KeySnapshot, ProviderSnapshot, ProviderStateKind, Snapshot};
 
 /// Which providers a request may go to, decided from its `model` field.
 #[derive(Debug, Clone, PartialEq, Eq)]

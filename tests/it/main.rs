@@ -2,6 +2,7 @@
 // A failed expectation is how a test reports failure.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod background_agent;
 mod cli;
 mod common;
 mod providers;
