@@ -322,6 +322,16 @@ fn keys_set_get_replace_add_delete_and_list_through_the_secret_service() {
     for k in [K1, K2, K3, K4] {
         assert_no_part_of_keys("keys list", &list.all(), &[k]);
     }
+    // A key found in the keychain and in the environment is one key.
+    let mut cmd = env.command(&["keys", "list"]);
+    cmd.env("ALPHA_TEST_KEY", K3);
+    let list = run_cmd(cmd, "");
+    let rows = list
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("alpha"))
+        .count();
+    assert_eq!(rows, 3, "{list:?}");
 
     // delete: ambiguous without --index/--all; later keys move up.
     let out = env.run(&["keys", "delete", "alpha"], "");
