@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::paths::Paths;
-use crate::secrets::{EnvKeys, KeyStore};
+use crate::secrets::{KeyStore, SystemKeys};
 use crate::server::{self, ServeError};
 
 /// Options shared by `serve` and `run`.
@@ -51,9 +51,9 @@ pub fn load_config(opts: &ServeOptions, paths: &Paths) -> Result<(Config, bool)>
     Ok(Config::load_or_create(&paths.config)?)
 }
 
-/// The key store for this platform and build.
+/// The key store for this platform and build: the OS keychain, then environment variables.
 pub fn key_store() -> Arc<dyn KeyStore> {
-    Arc::new(EnvKeys)
+    Arc::new(SystemKeys::from_env())
 }
 
 /// Start-up done on the calling thread before serving: the config and logging.

@@ -57,6 +57,12 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::service::ServiceAction,
     },
+    /// Manage provider API keys in the OS keychain.
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::keys_cli::KeysAction,
+    },
     /// Inspect the config.
     Config {
         /// What to do with it.
@@ -92,6 +98,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Service { action }) => Ok(crate::service::command(action)?),
         Some(Command::Status { json }) => status(&opts(None), *json),
+        Some(Command::Keys { action }) => crate::keys_cli::run(&opts(None), action),
         Some(Command::Config { action }) => match action {
             ConfigAction::Path => {
                 let paths = agent::resolve_paths(&opts(None))?;
@@ -121,7 +128,7 @@ fn config_check(opts: &ServeOptions, file: Option<&PathBuf>) -> Result<ExitCode>
 }
 
 /// Loads the config a running instance would use, without creating anything.
-fn config_for_client(opts: &ServeOptions) -> Result<Config> {
+pub(crate) fn config_for_client(opts: &ServeOptions) -> Result<Config> {
     let paths = agent::resolve_paths(opts)?;
     if paths.config.exists() {
         Ok(Config::load(&paths.config)?)

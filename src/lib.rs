@@ -7,6 +7,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod keys_cli;
 pub mod logging;
 pub mod paths;
 pub mod pool;

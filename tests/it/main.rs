@@ -5,6 +5,7 @@
 mod background_agent;
 mod cli;
 mod common;
+mod keys;
 mod providers;
 mod proxy;
 mod sdk;
