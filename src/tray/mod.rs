@@ -34,9 +34,23 @@ pub fn display_available() -> bool {
 /// Runs the agent with its menu-bar icon until Quit (or SIGTERM/SIGINT); serves headless
 /// where there is no display.
 pub fn run(opts: &ServeOptions) -> anyhow::Result<()> {
-    // One agent per port: a second copy finds the first and leaves it be.
-    if crate::service::instance::already_running(opts)? {
-        return Ok(());
+    // One agent per port: a second copy finds the first and leaves it be. A foreign
+    // program on the port stops a headless agent with the fix in the message; the
+    // menu-bar app starts anyway and shows the same fix in its menu.
+    let menu_bar = cfg!(feature = "tray") && display_available();
+    match crate::service::instance::already_running(opts) {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        Err(e)
+            if menu_bar
+                && matches!(
+                    e.downcast_ref::<crate::service::instance::InstanceError>(),
+                    Some(crate::service::instance::InstanceError::Foreign { .. })
+                ) =>
+        {
+            eprintln!("llm-rotator: {e}");
+        }
+        Err(e) => return Err(e),
     }
     let prepared = agent::prepare(opts)?;
     #[cfg(feature = "tray")]
