@@ -38,7 +38,8 @@ pub struct Engine {
     /// The shared upstream client.
     pub client: reqwest::Client,
     keys: Arc<dyn KeyStore>,
-    config_path: Option<PathBuf>,
+    // Shared, not owned: extractors clone the engine twice per request.
+    config_path: Option<Arc<PathBuf>>,
 }
 
 /// Looks up every provider's keys (blocking: keychains may block).
@@ -76,7 +77,7 @@ impl Engine {
             config: Arc::new(tx),
             client,
             keys,
-            config_path,
+            config_path: config_path.map(Arc::new),
         })
     }
 
@@ -87,7 +88,7 @@ impl Engine {
 
     /// Where the config file lives, if any.
     pub fn config_path(&self) -> Option<&PathBuf> {
-        self.config_path.as_ref()
+        self.config_path.as_deref()
     }
 
     /// Watches config swaps.
@@ -107,7 +108,7 @@ impl Engine {
     /// Re-reads the config file and the keys, validates, then swaps in one step. On error
     /// the running config stays and the error is recorded for `/status`.
     pub async fn reload(&self) -> Result<Arc<Config>, EngineError> {
-        let Some(path) = self.config_path.clone() else {
+        let Some(path) = self.config_path.as_deref().cloned() else {
             return Err(EngineError::NoFile);
         };
         let store = Arc::clone(&self.keys);
