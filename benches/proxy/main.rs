@@ -278,10 +278,12 @@ fn run(plan: &Plan) -> Result<Report, String> {
     let open_files = process::raise_open_files();
     let machine = Machine::describe();
     // `LLM_ROTATOR_BENCH_BIN` measures another build (a profiling one, an installed one).
-    let exe_path = std::env::var_os("LLM_ROTATOR_BENCH_BIN").map_or_else(
-        || PathBuf::from(env!("CARGO_BIN_EXE_llm-rotator")),
-        PathBuf::from,
-    );
+    let exe_path = std::env::var_os("LLM_ROTATOR_BENCH_BIN")
+        .map(PathBuf::from)
+        .or_else(|| option_env!("CARGO_BIN_EXE_llm-rotator").map(PathBuf::from))
+        .ok_or(
+            "no llm-rotator binary: run it through scripts/bench or set LLM_ROTATOR_BENCH_BIN",
+        )?;
     let exe = exe_path.as_path();
     let mut report = Report::new(machine, plan.smoke, exe, &plan.log_level);
     let need_files = (plan.streams as u64) * 2 + 256;
