@@ -38,7 +38,8 @@ pub struct Engine {
     /// The shared upstream client.
     pub client: reqwest::Client,
     keys: Arc<dyn KeyStore>,
-    config_path: Option<PathBuf>,
+    // Shared, not owned: extractors clone the engine twice per request.
+    config_path: Option<Arc<PathBuf>>,
     /// One reload at a time (file watcher, SIGHUP, `/reload`, key reloads may overlap): a
     /// slow one that read the file earlier must not swap in after a newer one.
     reloading: Arc<tokio::sync::Mutex<()>>,
@@ -79,7 +80,7 @@ impl Engine {
             config: Arc::new(tx),
             client,
             keys,
-            config_path,
+            config_path: config_path.map(Arc::new),
             reloading: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
@@ -91,7 +92,7 @@ impl Engine {
 
     /// Where the config file lives, if any.
     pub fn config_path(&self) -> Option<&PathBuf> {
-        self.config_path.as_ref()
+        self.config_path.as_deref()
     }
 
     /// Watches config swaps.
@@ -111,7 +112,7 @@ impl Engine {
     /// Re-reads the config file and the keys, validates, then swaps in one step. On error
     /// the running config stays and the error is recorded for `/status`.
     pub async fn reload(&self) -> Result<Arc<Config>, EngineError> {
-        let Some(path) = self.config_path.clone() else {
+        let Some(path) = self.config_path.as_deref().cloned() else {
             return Err(EngineError::NoFile);
         };
         let _one_at_a_time = self.reloading.lock().await;

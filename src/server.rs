@@ -10,6 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -172,11 +173,26 @@ fn cors(h: &mut HeaderMap, origin: &str) {
     h.insert(header::VARY, HeaderValue::from_static("origin"));
 }
 
+/// Connections the kernel queues before they are accepted: a burst of clients (a tool
+/// opening hundreds of streams at once) must not overflow the default 128 and wait a
+/// second for a SYN retry.
+const ACCEPT_BACKLOG: u32 = 1024;
+
 /// Binds the listener for `addr`.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })
+    let bind = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std's TcpListener::bind does on unix: a restart can rebind at once.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(ACCEPT_BACKLOG)
+    };
+    bind().map_err(|source| ServeError::Bind { addr, source })
 }
 
 /// Serves until `shutdown` completes, then lets in-flight requests (streams included)
@@ -189,6 +205,11 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = router(engine);
+    // Without TCP_NODELAY, each streamed chunk after the first waits for the client's
+    // delayed ACK (Nagle): up to 40 ms per chunk on Linux.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stop_tx.send(());
