@@ -339,6 +339,14 @@ fn relay_error(
     body: Bytes,
 ) -> Response {
     let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    // Relayed as the provider sent it, except for any echo of the key it was sent.
+    let body = match &attempt.key {
+        Some(key) => match upstream::mask_key_fragments(&body, key) {
+            std::borrow::Cow::Borrowed(_) => body,
+            std::borrow::Cow::Owned(masked) => Bytes::from(masked),
+        },
+        None => body,
+    };
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
     let ct = headers

@@ -789,3 +789,26 @@ async fn equal_priorities_take_turns_and_keyless_providers_serve() {
     assert_eq!((status, h["x-provider"].to_str().unwrap()), (200, "local"));
     assert!(local.requests()[0].headers.get("authorization").is_none());
 }
+
+#[tokio::test]
+async fn a_relayed_client_error_never_echoes_the_key() {
+    let key = "sk-relay-0123456789abcdefXYZ";
+    let a = Mock::start(vec![Reply::json(
+        400,
+        json!({"error": {"message": format!("invalid request for key {key}"), "type": "invalid_request_error"}}),
+    )])
+    .await;
+    let cfg = config_text("", &[P::new("alpha", &a, 1)]);
+    let proxy = Proxy::start(&cfg, &[("alpha", &[key])]).await;
+    let (status, headers, body) = chat(&proxy, json!({"messages": []})).await;
+    assert_eq!(status, 400);
+    assert_eq!(headers["x-provider"], "alpha");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("still the provider's JSON");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("invalid request for key "));
+    for w in key.as_bytes().windows(5) {
+        assert!(!body.contains(std::str::from_utf8(w).unwrap()), "{body}");
+    }
+}
