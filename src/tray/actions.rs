@@ -115,7 +115,9 @@ pub fn key_prompt_program(
     platform: Platform,
     has: impl Fn(&str) -> bool,
 ) -> Option<Program> {
-    let question = format!("API key for {provider} (stored in the system keychain):");
+    let question = format!(
+        "API key for {provider} (stored in the system keychain; replaces its current key):"
+    );
     match platform {
         Platform::MacOs => {
             let script = format!(
@@ -296,8 +298,10 @@ pub fn set_key(me: &SelfCommand, provider: &str) -> KeyOutcome {
         return KeyOutcome::Unchanged(Some("No key entered; nothing changed".into()));
     };
     let run = || -> std::io::Result<std::process::Output> {
+        // The dialog names the provider and says it replaces the key: that is the
+        // explicit choice `keys set` asks for before replacing one.
         let mut child = me
-            .command(&["keys", "set", provider])
+            .command(&["keys", "set", provider, "--replace"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
