@@ -12,6 +12,7 @@ use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 /// Keep a week of daily files.
@@ -80,15 +81,10 @@ pub fn init(level: &str, log_dir: Option<&Path>) -> Option<WorkerGuard> {
                 appender(dir).map_err(|e| format!("cannot open log file in {}: {e}", dir.display()))
             })
     });
-    let (file_layer, guard) = match opened {
+    let (file_writer, guard) = match opened {
         Some(Ok(app)) => {
             let (writer, guard) = tracing_appender::non_blocking(app);
-            let layer = fmt::layer()
-                .with_writer(writer)
-                .with_ansi(false)
-                .with_target(false)
-                .with_filter(filter());
-            (Some(layer), Some(guard))
+            (Some(writer), Some(guard))
         }
         Some(Err(e)) => {
             file_error = Some(e);
@@ -96,18 +92,30 @@ pub fn init(level: &str, log_dir: Option<&Path>) -> Option<WorkerGuard> {
         }
         None => (None, None),
     };
-    let to_stderr = file_layer.is_none() || std::io::stderr().is_terminal() || !launchd_agent();
-    let stderr = to_stderr.then(|| {
-        fmt::layer()
+    let to_stderr = file_writer.is_none() || std::io::stderr().is_terminal() || !launchd_agent();
+    // One layer, so each event is formatted once even when it goes to both outputs (the
+    // per-request line is on the request path).
+    let layer = match file_writer {
+        Some(file) if to_stderr => fmt::layer()
+            .with_writer(file.and(std::io::stderr))
+            .with_ansi(false)
+            .with_target(false)
+            .with_filter(filter())
+            .boxed(),
+        Some(file) => fmt::layer()
+            .with_writer(file)
+            .with_ansi(false)
+            .with_target(false)
+            .with_filter(filter())
+            .boxed(),
+        None => fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
             .with_target(false)
             .with_filter(filter())
-    });
-    let _ = tracing_subscriber::registry()
-        .with(stderr)
-        .with(file_layer)
-        .try_init();
+            .boxed(),
+    };
+    let _ = tracing_subscriber::registry().with(layer).try_init();
     if let Some(e) = file_error {
         tracing::warn!("{e}; logging to stderr only");
     }
