@@ -48,7 +48,31 @@ pub fn load_config(opts: &ServeOptions, paths: &Paths) -> Result<(Config, bool)>
             paths.config.display()
         );
     }
-    Ok(Config::load_or_create(&paths.config)?)
+    let last_good = last_good_path(&paths.data_dir);
+    let (config, created) = match Config::load_or_create(&paths.config) {
+        Ok(loaded) => {
+            // Best effort: without the copy, only the fallback below is lost.
+            let _ = crate::config::remember_last_good(&paths.config, &last_good);
+            loaded
+        }
+        Err(e) => match Config::load_or_last_good(&paths.config, &last_good) {
+            Ok((config, Some(error))) => {
+                // Logging starts after this; the error also shows in /status and the menu.
+                eprintln!(
+                    "llm-rotator: {error}\nllm-rotator: starting on the last config that loaded; \
+                     fix the file and it is picked up without a restart"
+                );
+                (config, false)
+            }
+            _ => return Err(e.into()),
+        },
+    };
+    Ok((config, created))
+}
+
+/// Where the copy of the last config that loaded is kept.
+pub fn last_good_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("config.last-good.toml")
 }
 
 /// The key store for this platform and build: the OS keychain, then environment variables.
@@ -199,10 +223,22 @@ async fn serve_async(
     let grace = config.server.shutdown_grace;
     let store = key_store();
     let config_path = paths.config.clone();
-    let engine = tokio::task::spawn_blocking(move || Engine::new(config, Some(config_path), store))
-        .await
-        .context("engine start-up task failed")?
-        .context("cannot build the HTTP client")?;
+    let last_good = last_good_path(&paths.data_dir);
+    let engine = tokio::task::spawn_blocking(move || {
+        // Running on the last good copy? Then the file's error shows in /status and the menu.
+        let file_error = Config::load(&config_path).err();
+        let engine =
+            Engine::new(config, Some(config_path.clone()), store)?.with_last_good(last_good);
+        if let Some(e) = file_error {
+            engine
+                .pool
+                .set_config_status(Some(config_path.display().to_string()), Some(e.to_string()));
+        }
+        Ok::<_, reqwest::Error>(engine)
+    })
+    .await
+    .context("engine start-up task failed")?
+    .context("cannot build the HTTP client")?;
     let bound = server::bind(addr).await;
     let (listener, bind_error) = match (bound, on_started.is_some()) {
         (Ok(l), _) => (Some(l), None),

@@ -43,6 +43,8 @@ pub struct Engine {
     /// One reload at a time (file watcher, SIGHUP, `/reload`, key reloads may overlap): a
     /// slow one that read the file earlier must not swap in after a newer one.
     reloading: Arc<tokio::sync::Mutex<()>>,
+    /// Where a copy of each config that loads is kept (see `Config::load_or_last_good`).
+    last_good: Option<Arc<PathBuf>>,
 }
 
 /// Looks up every provider's keys (blocking: keychains may block).
@@ -82,7 +84,15 @@ impl Engine {
             keys,
             config_path: config_path.map(Arc::new),
             reloading: Arc::new(tokio::sync::Mutex::new(())),
+            last_good: None,
         })
+    }
+
+    /// Keeps a copy of every config that loads at `path`, for starting on it when the
+    /// file has an error.
+    pub fn with_last_good(mut self, path: PathBuf) -> Engine {
+        self.last_good = Some(Arc::new(path));
+        self
     }
 
     /// The config in force now.
@@ -117,8 +127,17 @@ impl Engine {
         };
         let _one_at_a_time = self.reloading.lock().await;
         let store = Arc::clone(&self.keys);
+        let last_good = self.last_good.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let config = Config::load(&path)?;
+            if let Some(dest) = last_good {
+                if let Err(e) = crate::config::remember_last_good(&path, &dest) {
+                    tracing::warn!(
+                        "cannot keep a copy of the config in {}: {e}",
+                        dest.display()
+                    );
+                }
+            }
             let keys = lookup_keys(store.as_ref(), &config.providers);
             Ok::<_, ConfigError>((config, keys, store.note()))
         })

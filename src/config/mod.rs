@@ -237,6 +237,24 @@ impl Config {
         }
     }
 
+    /// Loads `path`; when it is invalid (not merely missing or unreadable) and a copy of
+    /// the last config that loaded exists at `last_good`, loads that instead and returns
+    /// the file's error beside it, so a typo saved while the agent was stopped never
+    /// keeps it from starting.
+    pub fn load_or_last_good(
+        path: &Path,
+        last_good: &Path,
+    ) -> Result<(Config, Option<ConfigError>), ConfigError> {
+        match Config::load(path) {
+            Ok(config) => Ok((config, None)),
+            Err(e) if e.invalid().is_some() => match Config::load(last_good) {
+                Ok(config) => Ok((config, Some(e))),
+                Err(_) => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
     /// The built-in default config.
     pub fn builtin() -> Result<Config, ConfigError> {
         Config::parse(DEFAULT_CONFIG, None)
@@ -269,6 +287,22 @@ impl Config {
         };
         format!("http://{host}:{}", self.server.port)
     }
+}
+
+/// Keeps a copy of a config file that just loaded at `dest` (written beside it and
+/// renamed into place; unchanged copies are not rewritten).
+pub fn remember_last_good(src: &Path, dest: &Path) -> std::io::Result<()> {
+    let text = std::fs::read(src)?;
+    if std::fs::read(dest).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // `copy` keeps the file's permissions (it may hold server.auth_token).
+    let tmp = dest.with_extension("toml.tmp");
+    std::fs::copy(src, &tmp)?;
+    std::fs::rename(&tmp, dest)
 }
 
 #[cfg(test)]

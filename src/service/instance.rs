@@ -128,7 +128,8 @@ pub fn decide(
 pub fn already_running(opts: &ServeOptions) -> anyhow::Result<bool> {
     let paths = agent::resolve_paths(opts)?;
     let mut config = if paths.config.exists() {
-        Config::load(&paths.config)?
+        // A config with an error still names the port the agent runs on: the last good copy.
+        Config::load_or_last_good(&paths.config, &agent::last_good_path(&paths.data_dir))?.0
     } else {
         Config::builtin()?
     };

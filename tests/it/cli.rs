@@ -178,7 +178,96 @@ fn a_public_host_without_a_token_is_refused_at_start() {
     let (code, _, err) = cli(&["config", "check", file.to_str().unwrap()], &[]);
     assert_ne!(code, 0);
     assert!(err.contains("auth_token"), "{err}");
-    let (code, _, err) = cli(&["serve", "--config", file.to_str().unwrap()], &[]);
+    // A fresh data dir holds no last good config to fall back on.
+    let data = dir.path().join("data");
+    let (code, _, err) = cli(
+        &[
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_ne!(code, 0);
     assert!(err.contains("c.toml:2:8"), "{err}");
+}
+
+#[tokio::test]
+async fn a_typo_saved_while_stopped_starts_on_the_last_good_config_until_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Mock::start(vec![Reply::completion("ok")]).await;
+    let port = free_port();
+    let good = config_text(
+        &format!("[server]\nport = {port}\n"),
+        &[P::new("alpha", &a, 1)],
+    );
+    let env = [("ALPHA_TEST_KEY", "ka-000000000000")];
+    let mut bin = Binary::start(dir.path(), &good, port, &env);
+    bin.wait_ready().await;
+    let r = client()
+        .post(bin.url("/v1/chat/completions"))
+        .json(&json!({"messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(), Some(0));
+    drop(bin);
+
+    // A typo on line 2, saved while the agent was stopped.
+    let typo = good.replacen("port = ", "prot = 1\nport = ", 1);
+    let mut bin = Binary::start(dir.path(), &typo, port, &env);
+    bin.wait_ready().await;
+    assert!(bin.stderr().contains("config.toml:2:1"), "{}", bin.stderr());
+    let status: serde_json::Value = client()
+        .get(bin.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let err = status["config"]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        err.contains("config.toml:2:1") && err.contains("prot"),
+        "{status}"
+    );
+    assert_eq!(status["providers"][0]["name"], "alpha");
+    assert_eq!(status["providers"][0]["request_count"], 1, "state restored");
+    let r = client()
+        .post(bin.url("/v1/chat/completions"))
+        .json(&json!({"messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "still serving on the last good config");
+
+    // Fixing the file is picked up without a restart.
+    let fixed = good.replace("alpha-model", "alpha-fixed");
+    std::fs::write(dir.path().join("config.toml"), &fixed).unwrap();
+    let mut healed = false;
+    for _ in 0..100 {
+        let s: serde_json::Value = client()
+            .get(bin.url("/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["config"]["last_error"].is_null() && s["providers"][0]["model"] == "alpha-fixed" {
+            healed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(healed, "the fixed file was not picked up");
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(), Some(0));
 }
