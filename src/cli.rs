@@ -208,6 +208,24 @@ pub fn countdown(secs: u64) -> String {
     }
 }
 
+/// Left-aligned columns two spaces apart, one line per row (the CLI's tables).
+pub fn text_table<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// The readable table `llm-rotator status` prints.
 pub fn status_table(snap: &Snapshot) -> String {
     let mut rows: Vec<[String; 5]> = vec![[
@@ -238,19 +256,7 @@ pub fn status_table(snap: &Snapshot) -> String {
             p.model.clone(),
         ]);
     }
-    let widths: Vec<usize> = (0..5)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in &rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = text_table(&rows);
     for p in snap.by_priority() {
         if let Some(err) = &p.last_error {
             if p.state != ProviderStateKind::Ready {

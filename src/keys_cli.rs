@@ -275,7 +275,7 @@ impl Ctx {
                 rows.push([p.name.clone(), source(&k), k.key.fingerprint()]);
             }
         }
-        print!("{}", table(&rows));
+        print!("{}", crate::cli::text_table(&rows));
         if let Some(problem) = store.keychain_problem() {
             println!("keychain: {problem}; only environment variables are shown");
         } else {
@@ -454,7 +454,7 @@ impl Ctx {
                 verdict.to_string(),
             ]);
         }
-        print!("{}", table(&rows));
+        print!("{}", crate::cli::text_table(&rows));
         if let Some(problem) = store.keychain_problem() {
             println!("keychain: {problem}; only keys from environment variables were tested");
         }
@@ -499,23 +499,6 @@ fn env_hint(p: &ProviderConfig) -> String {
     } else {
         format!(" (its key comes from env {})", set.join(", "))
     }
-}
-
-fn table(rows: &[[String; 3]]) -> String {
-    let widths: Vec<usize> = (0..3)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 /// Reads one key from a hidden prompt on a terminal, or from stdin when piped.
