@@ -70,6 +70,16 @@ pub fn load_config(opts: &ServeOptions, paths: &Paths) -> Result<(Config, bool)>
     Ok((config, created))
 }
 
+/// Open streams need two descriptors each (client and provider): raise the soft limit
+/// (256 by default on macOS, about 120 streams) towards the hard limit.
+fn raise_open_files_limit() {
+    const WANTED: u64 = 10_240;
+    match rlimit::increase_nofile_limit(WANTED) {
+        Ok(limit) => tracing::debug!(limit, "open-files limit"),
+        Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
+    }
+}
+
 /// Where the copy of the last config that loaded is kept.
 pub fn last_good_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("config.last-good.toml")
@@ -98,6 +108,7 @@ pub fn prepare(opts: &ServeOptions) -> Result<Prepared> {
         config.server.port = port;
     }
     let log_guard = crate::logging::init(&config.log.level, Some(&paths.log_dir));
+    raise_open_files_limit();
     if created {
         tracing::info!("wrote the default config to {}", paths.config.display());
     }

@@ -271,3 +271,49 @@ async fn a_typo_saved_while_stopped_starts_on_the_last_good_config_until_fixed()
     bin.signal("TERM");
     assert_eq!(bin.wait_exit(), Some(0));
 }
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_agent_raises_a_low_open_files_limit_for_many_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, format!("[server]\nport = {port}\n")).unwrap();
+    // macOS starts programs with a soft limit of 256 descriptors: about 120 streams.
+    let script = format!(
+        "ulimit -Sn 256 && exec '{}' serve --config '{}' --data-dir '{}'",
+        Binary::exe(),
+        cfg.display(),
+        dir.path().join("data").display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = false;
+    for _ in 0..500 {
+        if client()
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .is_ok()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap_or_default();
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    assert!(ready, "the agent did not start");
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(soft > 256, "soft limit still {soft}: {limits}");
+}
