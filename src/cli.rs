@@ -49,6 +49,9 @@ pub enum Command {
         /// Print the raw JSON of GET /status.
         #[arg(long)]
         json: bool,
+        /// Port of the running instance (when it was started with `--port`).
+        #[arg(long)]
+        port: Option<u16>,
     },
     /// Start at login: install, remove or inspect the login agent (launchd on macOS, a
     /// systemd user service on Linux).
@@ -97,7 +100,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             agent::serve_blocking(&opts(*port)).map(|()| ExitCode::SUCCESS)
         }
         Some(Command::Service { action }) => Ok(crate::service::command(action)?),
-        Some(Command::Status { json }) => status(&opts(None), *json),
+        Some(Command::Status { json, port }) => status(&opts(*port), *json),
         Some(Command::Keys { action }) => crate::keys_cli::run(&opts(None), action),
         Some(Command::Config { action }) => match action {
             ConfigAction::Path => {
@@ -170,7 +173,10 @@ pub fn admin_call(
 }
 
 fn status(opts: &ServeOptions, json: bool) -> Result<ExitCode> {
-    let config = config_for_client(opts)?;
+    let mut config = config_for_client(opts)?;
+    if let Some(port) = opts.port {
+        config.server.port = port;
+    }
     let Some((code, body)) = admin_call(&config, reqwest::Method::GET, "/status")? else {
         eprintln!(
             "llm-rotator is not running on {} (start it with `llm-rotator serve`)",

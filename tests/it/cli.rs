@@ -73,8 +73,18 @@ async fn status_shows_a_table_of_the_running_instance_and_the_rotation() {
     assert!(beta.contains("ready") && beta.contains(" 1 "), "{out}");
     let gamma = lines.iter().find(|l| l.starts_with("gamma")).unwrap();
     assert!(gamma.contains("no key"), "{out}");
+    // A config that names another port, with the running one given by --port.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, format!("[server]\nport = {}\n", free_port())).unwrap();
     let (code, json_out, _) = cli(
-        &["status", "--json", "--config", config.to_str().unwrap()],
+        &[
+            "status",
+            "--json",
+            "--config",
+            other.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+        ],
         &[],
     );
     assert_eq!(code, 0);
