@@ -345,13 +345,7 @@ fn quoted_names(msg: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
-            .single()
-            .expect("t")
-    }
+    use crate::upstream::test_support::now;
 
     #[test]
     fn statuses_map_to_outcomes() {

@@ -159,23 +159,7 @@ pub fn with_body_headers(headers: &HeaderMap, body: &[u8]) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
-            .single()
-            .expect("t")
-    }
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(
-                HeaderName::from_bytes(k.as_bytes()).expect("name"),
-                HeaderValue::from_str(v).expect("value"),
-            );
-        }
-        h
-    }
+    use crate::upstream::test_support::{headers, now};
 
     #[test]
     fn resets_as_durations_float_seconds_or_unix_times() {

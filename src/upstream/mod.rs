@@ -7,6 +7,8 @@ pub mod classify;
 pub mod daily;
 pub mod hint;
 pub mod limits;
+#[cfg(test)]
+mod test_support;
 
 use std::time::Duration;
 
