@@ -33,20 +33,13 @@ async fn answers_from_the_first_provider_with_provider_headers() {
 
 #[tokio::test]
 async fn rotates_to_next_provider_on_429_and_cools_down_for_the_hint() {
-    let a = Mock::start(vec![Reply::json_with(
-        429,
-        &[("retry-after", "37")],
-        json!({"error": {"message": "slow down"}}),
-    )])
-    .await;
-    let b = Mock::start(vec![Reply::completion("from b")]).await;
-    let cfg = config_text("", &[P::new("alpha", &a, 1), P::new("beta", &b, 2)]);
-    let proxy = Proxy::start(
-        &cfg,
-        &[
-            ("alpha", &["ka-000000000000"]),
-            ("beta", &["kb-000000000000"]),
-        ],
+    let (a, _, proxy) = alpha_and_beta(
+        vec![Reply::json_with(
+            429,
+            &[("retry-after", "37")],
+            json!({"error": {"message": "slow down"}}),
+        )],
+        vec![Reply::completion("from b")],
     )
     .await;
     let (status, headers, _) = chat(&proxy, json!({"messages": []})).await;
@@ -127,25 +120,13 @@ async fn streams_reach_the_client_before_the_provider_finishes() {
 
 #[tokio::test]
 async fn all_cooling_gives_429_with_retry_after() {
-    let a = Mock::start(vec![Reply::json_with(
-        429,
-        &[("retry-after", "30")],
-        json!({}),
-    )])
-    .await;
-    let b = Mock::start(vec![Reply::json_with(
-        429,
-        &[("retry-after-ms", "12500")],
-        json!({}),
-    )])
-    .await;
-    let cfg = config_text("", &[P::new("alpha", &a, 1), P::new("beta", &b, 2)]);
-    let proxy = Proxy::start(
-        &cfg,
-        &[
-            ("alpha", &["ka-000000000000"]),
-            ("beta", &["kb-000000000000"]),
-        ],
+    let (_, _, proxy) = alpha_and_beta(
+        vec![Reply::json_with(429, &[("retry-after", "30")], json!({}))],
+        vec![Reply::json_with(
+            429,
+            &[("retry-after-ms", "12500")],
+            json!({}),
+        )],
     )
     .await;
     let (status, headers, body) = chat(&proxy, json!({"messages": []})).await;
@@ -195,9 +176,10 @@ async fn bad_input_gets_openai_style_errors() {
     assert_eq!(status, 200, "the server keeps serving");
 }
 
-async fn two_providers(first: Vec<Reply>) -> (Mock, Mock, Proxy) {
+/// Providers alpha (priority 1) and beta (2), each with a key, on these scripts.
+async fn alpha_and_beta(first: Vec<Reply>, second: Vec<Reply>) -> (Mock, Mock, Proxy) {
     let a = Mock::start(first).await;
-    let b = Mock::start(vec![Reply::completion("from b")]).await;
+    let b = Mock::start(second).await;
     let cfg = config_text("", &[P::new("alpha", &a, 1), P::new("beta", &b, 2)]);
     let proxy = Proxy::start(
         &cfg,
@@ -208,6 +190,10 @@ async fn two_providers(first: Vec<Reply>) -> (Mock, Mock, Proxy) {
     )
     .await;
     (a, b, proxy)
+}
+
+async fn two_providers(first: Vec<Reply>) -> (Mock, Mock, Proxy) {
+    alpha_and_beta(first, vec![Reply::completion("from b")]).await
 }
 
 async fn cooldown_after(first: Reply) -> u64 {
@@ -411,23 +397,15 @@ async fn client_errors_are_relayed_unchanged_without_rotation() {
 
 #[tokio::test]
 async fn every_failed_attempt_is_listed_in_a_502() {
-    let a = Mock::start(vec![Reply::json(
-        500,
-        json!({"error": {"message": "alpha broke"}}),
-    )])
-    .await;
-    let b = Mock::start(vec![Reply::json(
-        503,
-        json!({"error": {"message": "beta overloaded"}}),
-    )])
-    .await;
-    let cfg = config_text("", &[P::new("alpha", &a, 1), P::new("beta", &b, 2)]);
-    let proxy = Proxy::start(
-        &cfg,
-        &[
-            ("alpha", &["ka-000000000000"]),
-            ("beta", &["kb-000000000000"]),
-        ],
+    let (_, _, proxy) = alpha_and_beta(
+        vec![Reply::json(
+            500,
+            json!({"error": {"message": "alpha broke"}}),
+        )],
+        vec![Reply::json(
+            503,
+            json!({"error": {"message": "beta overloaded"}}),
+        )],
     )
     .await;
     let (status, _, body) = chat(&proxy, json!({"messages": []})).await;
@@ -521,20 +499,13 @@ async fn models_route_requests_to_the_providers_that_serve_them() {
 
 #[tokio::test]
 async fn a_stream_that_dies_midway_ends_with_an_error_event() {
-    let a = Mock::start(vec![Reply::Sse {
-        chunks: sse_chunks(&["one", "two"], false),
-        delay: Duration::from_millis(10),
-        end: SseEnd::Break,
-    }])
-    .await;
-    let b = Mock::start(vec![Reply::completion("b")]).await;
-    let cfg = config_text("", &[P::new("alpha", &a, 1), P::new("beta", &b, 2)]);
-    let proxy = Proxy::start(
-        &cfg,
-        &[
-            ("alpha", &["ka-000000000000"]),
-            ("beta", &["kb-000000000000"]),
-        ],
+    let (_, b, proxy) = alpha_and_beta(
+        vec![Reply::Sse {
+            chunks: sse_chunks(&["one", "two"], false),
+            delay: Duration::from_millis(10),
+            end: SseEnd::Break,
+        }],
+        vec![Reply::completion("b")],
     )
     .await;
     let (status, headers, body) = chat(&proxy, json!({"stream": true, "messages": []})).await;
@@ -568,24 +539,9 @@ async fn a_silent_stream_is_ended_instead_of_hanging() {
 
 #[tokio::test]
 async fn streams_rotate_before_the_first_byte_and_carry_provider_headers() {
-    let a = Mock::start(vec![Reply::json_with(
-        429,
-        &[("retry-after", "20")],
-        json!({}),
-    )])
-    .await;
-    let b = Mock::start(vec![Reply::stream(
-        &["hi", "there"],
-        Duration::from_millis(5),
-    )])
-    .await;
-    let cfg = config_text("", &[P::new("alpha", &a, 1), P::new("beta", &b, 2)]);
-    let proxy = Proxy::start(
-        &cfg,
-        &[
-            ("alpha", &["ka-000000000000"]),
-            ("beta", &["kb-000000000000"]),
-        ],
+    let (_, _, proxy) = alpha_and_beta(
+        vec![Reply::json_with(429, &[("retry-after", "20")], json!({}))],
+        vec![Reply::stream(&["hi", "there"], Duration::from_millis(5))],
     )
     .await;
     let (status, headers, body) = chat(&proxy, json!({"stream": true, "messages": []})).await;
