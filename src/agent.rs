@@ -40,8 +40,10 @@ pub fn resolve_paths(opts: &ServeOptions) -> Result<Paths> {
 }
 
 /// Loads the config for serving: an explicitly named file must exist; the default
-/// location gets the commented default written on first run.
-pub fn load_config(opts: &ServeOptions, paths: &Paths) -> Result<(Config, bool)> {
+/// location gets the commented default written on first run. When the file has an
+/// error and a last good copy exists, that copy is loaded and the file's error returned
+/// beside it (third value).
+pub fn load_config(opts: &ServeOptions, paths: &Paths) -> Result<(Config, bool, Option<String>)> {
     if opts.config.is_some() && !paths.config.exists() {
         anyhow::bail!(
             "config file {} does not exist (omit --config to use the default location, which is created on first run)",
@@ -49,25 +51,25 @@ pub fn load_config(opts: &ServeOptions, paths: &Paths) -> Result<(Config, bool)>
         );
     }
     let last_good = last_good_path(&paths.data_dir);
-    let (config, created) = match Config::load_or_create(&paths.config) {
-        Ok(loaded) => {
+    match Config::load_or_create(&paths.config) {
+        Ok((config, created)) => {
             // Best effort: without the copy, only the fallback below is lost.
             let _ = crate::config::remember_last_good(&paths.config, &last_good);
-            loaded
+            Ok((config, created, None))
         }
-        Err(e) => match Config::load_or_last_good(&paths.config, &last_good) {
-            Ok((config, Some(error))) => {
+        Err(e) if e.invalid().is_some() => match Config::load(&last_good) {
+            Ok(config) => {
                 // Logging starts after this; the error also shows in /status and the menu.
                 eprintln!(
-                    "llm-rotator: {error}\nllm-rotator: starting on the last config that loaded; \
+                    "llm-rotator: {e}\nllm-rotator: starting on the last config that loaded; \
                      fix the file and it is picked up without a restart"
                 );
-                (config, false)
+                Ok((config, false, Some(e.to_string())))
             }
-            _ => return Err(e.into()),
+            Err(_) => Err(e.into()),
         },
-    };
-    Ok((config, created))
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Open streams need two descriptors each (client and provider): raise the soft limit
@@ -98,12 +100,14 @@ pub struct Prepared {
     pub paths: Paths,
     /// Flushes the log file when dropped: keep it until the process ends.
     pub log_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+    /// The config file's error when the agent starts on the last good copy instead.
+    pub config_error: Option<String>,
 }
 
 /// Loads the config (writing the default on first run) and starts logging.
 pub fn prepare(opts: &ServeOptions) -> Result<Prepared> {
     let paths = resolve_paths(opts)?;
-    let (mut config, created) = load_config(opts, &paths)?;
+    let (mut config, created, config_error) = load_config(opts, &paths)?;
     if let Some(port) = opts.port {
         config.server.port = port;
     }
@@ -116,6 +120,7 @@ pub fn prepare(opts: &ServeOptions) -> Result<Prepared> {
         config,
         paths,
         log_guard,
+        config_error,
     })
 }
 
@@ -138,8 +143,15 @@ pub fn serve_prepared(prepared: Prepared) -> Result<()> {
         config,
         paths,
         log_guard: _log_guard,
+        config_error,
     } = prepared;
-    runtime()?.block_on(serve_async(config, paths, shutdown_signal(), None))
+    runtime()?.block_on(serve_async(
+        config,
+        paths,
+        config_error,
+        shutdown_signal(),
+        None,
+    ))
 }
 
 /// What the background agent reports once it is up.
@@ -193,6 +205,7 @@ impl Background {
 pub fn serve_in_background(
     config: Config,
     paths: Paths,
+    config_error: Option<String>,
     on_started: OnStarted,
     on_stopped: Box<dyn FnOnce() + Send>,
 ) -> Result<Background> {
@@ -207,7 +220,13 @@ pub fn serve_in_background(
                         () = shutdown_signal() => {}
                     }
                 };
-                rt.block_on(serve_async(config, paths, shutdown, Some(on_started)))
+                rt.block_on(serve_async(
+                    config,
+                    paths,
+                    config_error,
+                    shutdown,
+                    Some(on_started),
+                ))
             });
             if let Err(e) = &result {
                 tracing::error!("the proxy stopped: {e:#}");
@@ -227,6 +246,7 @@ pub fn serve_in_background(
 async fn serve_async(
     config: Config,
     paths: Paths,
+    config_error: Option<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_started: Option<OnStarted>,
 ) -> Result<()> {
@@ -236,14 +256,13 @@ async fn serve_async(
     let config_path = paths.config.clone();
     let last_good = last_good_path(&paths.data_dir);
     let engine = tokio::task::spawn_blocking(move || {
-        // Running on the last good copy? Then the file's error shows in /status and the menu.
-        let file_error = Config::load(&config_path).err();
         let engine =
             Engine::new(config, Some(config_path.clone()), store)?.with_last_good(last_good);
-        if let Some(e) = file_error {
+        // Running on the last good copy: the file's error shows in /status and the menu.
+        if config_error.is_some() {
             engine
                 .pool
-                .set_config_status(Some(config_path.display().to_string()), Some(e.to_string()));
+                .set_config_status(Some(config_path.display().to_string()), config_error);
         }
         Ok::<_, reqwest::Error>(engine)
     })

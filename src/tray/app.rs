@@ -597,6 +597,7 @@ pub fn run(prepared: Prepared, opts: &ServeOptions) -> Result<()> {
         config,
         paths,
         log_guard: _log_guard,
+        config_error,
     } = prepared;
     let mut event_loop = EventLoopBuilder::<UserEvent>::with_user_event().build();
     #[cfg(target_os = "macos")]
@@ -648,6 +649,7 @@ pub fn run(prepared: Prepared, opts: &ServeOptions) -> Result<()> {
     app.background = Some(agent::serve_in_background(
         config,
         paths,
+        config_error,
         Box::new(move |started| {
             let _ = started_proxy.send_event(UserEvent::Started(Box::new(started)));
         }),

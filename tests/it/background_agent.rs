@@ -38,6 +38,7 @@ fn start(
     let bg = agent::serve_in_background(
         config,
         paths,
+        None,
         Box::new(move |s| {
             let _ = started_tx.send(s);
         }),
