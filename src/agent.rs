@@ -99,7 +99,7 @@ pub struct Prepared {
     /// Where everything lives.
     pub paths: Paths,
     /// Flushes the log file when dropped: keep it until the process ends.
-    pub log_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+    pub log_guard: Option<crate::logging::batch::LogGuard>,
     /// The config file's error when the agent starts on the last good copy instead.
     pub config_error: Option<String>,
 }
@@ -124,8 +124,11 @@ pub fn prepare(opts: &ServeOptions) -> Result<Prepared> {
     })
 }
 
+/// The runtime for accepting connections and the background work (state file, config
+/// watcher, signals); requests are served on threads of their own (see
+/// [`server::serve`]), so one thread is enough here.
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("llm-rotator")
         .build()

@@ -3,6 +3,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -10,8 +14,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
 use crate::admin;
@@ -195,40 +199,248 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     bind().map_err(|source| ServeError::Bind { addr, source })
 }
 
+/// How many threads serve connections: one per core, at most four (a desktop client
+/// keeps a handful of connections open; more threads would only cost memory).
+pub fn worker_count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, std::num::NonZeroUsize::get)
+        .clamp(1, 4)
+}
+
 /// Serves until `shutdown` completes, then lets in-flight requests (streams included)
 /// finish for up to `grace`.
+///
+/// Connections are accepted here and handed to [`worker_count`] serving threads, each a
+/// single-threaded runtime with its own upstream client, to the one with the fewest open
+/// connections. A connection lives on one thread from its first request to its last, and
+/// so do the upstream connections its requests use: a request and its stream never wake
+/// another thread, which is most of what a proxied request costs at low concurrency.
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<(), ServeError> {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(engine);
-    // Without TCP_NODELAY, each streamed chunk after the first waits for the client's
-    // delayed ACK (Nagle): up to 40 ms per chunk on Linux.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stop_tx.send(());
-    });
-    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
-    tokio::select! {
-        res = &mut server => return res.map_err(ServeError::Io),
-        _ = stop_rx => {}
+    let local = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    for i in 0..worker_count() {
+        workers.push(Worker::start(i, &engine, local, stop_rx.clone(), grace)?);
     }
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, addr)) => hand_off(&workers, tcp, addr),
+                Err(e) if is_connection_error(&e) => {}
+                Err(e) => {
+                    // Out of file descriptors, say: wait for some connections to close.
+                    tracing::error!("cannot accept connections: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+        }
+    }
+    // New connections are refused from here on.
+    drop(listener);
     tracing::info!(
         "shutting down; letting running requests finish for up to {}s",
         grace.as_secs()
     );
-    match tokio::time::timeout(grace, server).await {
-        Ok(res) => res.map_err(ServeError::Io),
-        Err(_) => {
-            tracing::warn!("shutdown grace period over; closing the remaining connections");
-            Ok(())
+    let _ = stop_tx.send(true);
+    let mut cut_short = false;
+    for w in workers {
+        cut_short |= w.done.await.unwrap_or(false);
+    }
+    if cut_short {
+        tracing::warn!("shutdown grace period over; closed the remaining connections");
+    }
+    Ok(())
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
+
+/// Gives an accepted connection to the worker with the fewest open connections.
+fn hand_off(workers: &[Worker], tcp: tokio::net::TcpStream, addr: SocketAddr) {
+    // Without TCP_NODELAY, each streamed chunk after the first waits for the client's
+    // delayed ACK (Nagle): up to 40 ms per chunk on Linux.
+    let _ = tcp.set_nodelay(true);
+    let Some(worker) = workers
+        .iter()
+        .filter(|w| !w.conns.is_closed())
+        .min_by_key(|w| w.open.load(Ordering::Relaxed))
+    else {
+        tracing::error!("no serving thread is running; connection from {addr} refused");
+        return;
+    };
+    let tcp = match tcp.into_std() {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            tracing::warn!("cannot hand over the connection from {addr}: {e}");
+            return;
         }
+    };
+    worker.open.fetch_add(1, Ordering::Relaxed);
+    if worker.conns.send((tcp, addr)).is_err() {
+        worker.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type Handed = (std::net::TcpStream, SocketAddr);
+
+/// One serving thread.
+struct Worker {
+    conns: tokio::sync::mpsc::UnboundedSender<Handed>,
+    /// Connections handed to it and not yet closed.
+    open: Arc<AtomicUsize>,
+    /// Sent when the thread is done: `true` when the grace period cut requests short.
+    done: tokio::sync::oneshot::Receiver<bool>,
+}
+
+impl Worker {
+    fn start(
+        index: usize,
+        engine: &Engine,
+        local: SocketAddr,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        grace: Duration,
+    ) -> Result<Worker, ServeError> {
+        let (conns, rx) = tokio::sync::mpsc::unbounded_channel();
+        let open = Arc::new(AtomicUsize::new(0));
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut engine = engine.clone();
+        let listener = Handoff {
+            rx,
+            open: Arc::clone(&open),
+            local,
+        };
+        std::thread::Builder::new()
+            .name(format!("llm-rotator-http-{index}"))
+            .spawn(move || {
+                // Its own pool of upstream connections, driven by this thread.
+                match crate::upstream::build_client(&engine.config().routing) {
+                    Ok(client) => engine.client = client,
+                    Err(e) => {
+                        tracing::warn!("serving thread {index} shares the upstream client: {e}")
+                    }
+                }
+                let cut_short = runtime.block_on(async move {
+                    let mut signal = stop.clone();
+                    let server =
+                        axum::serve(listener, router(engine)).with_graceful_shutdown(async move {
+                            let _ = signal.wait_for(|s| *s).await;
+                        });
+                    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+                    tokio::select! {
+                        _ = &mut server => return false,
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
+                    tokio::time::timeout(grace, server).await.is_err()
+                });
+                // Closes whatever the grace period cut short.
+                drop(runtime);
+                let _ = done_tx.send(cut_short);
+            })?;
+        Ok(Worker { conns, open, done })
+    }
+}
+
+/// The listener a serving thread's `axum::serve` reads: connections handed over by the
+/// accepting thread, registered with this thread's runtime.
+struct Handoff {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Handed>,
+    open: Arc<AtomicUsize>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for Handoff {
+    type Io = Counted;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Counted, SocketAddr) {
+        loop {
+            // The acceptor is gone only at shutdown, when axum stops asking.
+            let Some((tcp, addr)) = self.rx.recv().await else {
+                return std::future::pending().await;
+            };
+            let counted = |io| Counted {
+                io,
+                open: Arc::clone(&self.open),
+            };
+            match tokio::net::TcpStream::from_std(tcp) {
+                Ok(io) => return (counted(io), addr),
+                Err(e) => {
+                    self.open.fetch_sub(1, Ordering::Relaxed);
+                    tracing::warn!("cannot serve the connection from {addr}: {e}");
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// A connection that counts itself out of its worker's open connections when closed.
+struct Counted {
+    io: tokio::net::TcpStream,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -346,11 +346,7 @@ async fn editing_the_config_in_place_reloads_it_keeping_counters_by_name() {
     assert_eq!(a["models"], json!(["extra-model"]));
     assert!(s["config"]["last_error"].is_null(), "{s}");
     assert_eq!(ask(&bin).await, (200, "gamma".to_string()));
-    assert!(
-        bin.stderr().contains("changed; reloading"),
-        "{}",
-        bin.stderr()
-    );
+    bin.wait_stderr("changed; reloading");
 }
 
 #[tokio::test]
@@ -397,7 +393,7 @@ async fn post_reload_and_sighup_apply_an_edit_the_watcher_did_not_see() {
         provider_in(s, "alpha").is_some_and(|a| a["priority"] == 4)
     })
     .await;
-    assert!(bin.stderr().contains("SIGHUP received"), "{}", bin.stderr());
+    bin.wait_stderr("SIGHUP received");
     assert_eq!(ask(&bin).await, (200, "alpha".to_string()));
 }
 

@@ -1,16 +1,18 @@
-//! Logging: a daily rolling file in the log dir (7 kept, written by a background thread
-//! whose guard flushes on exit), plus stderr unless we are launchd's agent writing to a
-//! file (launchd's stderr file never rotates). Level from `RUST_LOG`, else the config.
-//! Nothing here ever formats a key; request lines carry no prompt or completion text.
+//! Logging: a daily rolling file in the log dir (7 kept), plus stderr unless we are
+//! launchd's agent writing to a file (launchd's stderr file never rotates). Both are
+//! written by one background thread in batches ([`batch`]), so a request's log line costs
+//! it no syscall and no thread wake-up; the guard writes out the rest on exit. Level from
+//! `RUST_LOG`, else the config. Nothing here ever formats a key; request lines carry no
+//! prompt or completion text.
+
+pub mod batch;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
 
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
-use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
@@ -62,61 +64,57 @@ fn launchd_agent() -> bool {
     std::env::var("XPC_SERVICE_NAME").is_ok_and(|v| v == crate::paths::APP_ID)
 }
 
-/// Installs the global subscriber. Returns the guard to keep until exit (None when the
-/// file could not be opened; stderr still works and the reason is logged).
-pub fn init(level: &str, log_dir: Option<&Path>) -> Option<WorkerGuard> {
+/// Installs the global subscriber. Returns the guard to keep until exit (None when
+/// logging goes straight to stderr: no log dir, or the writer thread could not start).
+pub fn init(level: &str, log_dir: Option<&Path>) -> Option<batch::LogGuard> {
     let filter = || {
         EnvFilter::try_from_default_env()
             .or_else(|_| EnvFilter::try_new(level))
             .unwrap_or_else(|_| EnvFilter::new("info"))
     };
-    let mut file_error = None;
+    let mut problem = None;
     let mut pruned = Ok(Vec::new());
-    let opened = log_dir.map(|dir| {
-        std::fs::create_dir_all(dir)
+    let opened = log_dir.and_then(|dir| {
+        let opened = std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create log dir {}: {e}", dir.display()))
             .and_then(|()| {
                 // The appender names files by UTC date.
                 pruned = prune_old_logs(dir, chrono::Utc::now().date_naive(), MAX_LOG_FILES);
                 appender(dir).map_err(|e| format!("cannot open log file in {}: {e}", dir.display()))
-            })
+            });
+        opened.map_err(|e| problem = Some(e)).ok()
     });
-    let (file_writer, guard) = match opened {
-        Some(Ok(app)) => {
-            let (writer, guard) = tracing_appender::non_blocking(app);
-            (Some(writer), Some(guard))
+    let batched = opened.and_then(|file| {
+        let mut sinks: Vec<batch::Sink> = vec![Box::new(file)];
+        if std::io::stderr().is_terminal() || !launchd_agent() {
+            sinks.push(Box::new(std::io::stderr()));
         }
-        Some(Err(e)) => {
-            file_error = Some(e);
-            (None, None)
-        }
-        None => (None, None),
-    };
-    let to_stderr = file_writer.is_none() || std::io::stderr().is_terminal() || !launchd_agent();
-    // One layer, so each event is formatted once even when it goes to both outputs (the
-    // per-request line is on the request path).
-    let layer = match file_writer {
-        Some(file) if to_stderr => fmt::layer()
-            .with_writer(file.and(std::io::stderr))
-            .with_ansi(false)
-            .with_target(false)
-            .with_filter(filter())
-            .boxed(),
-        Some(file) => fmt::layer()
-            .with_writer(file)
-            .with_ansi(false)
-            .with_target(false)
-            .with_filter(filter())
-            .boxed(),
-        None => fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_target(false)
-            .with_filter(filter())
-            .boxed(),
+        batch::start(sinks)
+            .map_err(|e| problem = Some(format!("cannot start the log writer thread: {e}")))
+            .ok()
+    });
+    let (layer, guard) = match batched {
+        Some((writer, guard)) => (
+            fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false)
+                .with_target(false)
+                .with_filter(filter())
+                .boxed(),
+            Some(guard),
+        ),
+        None => (
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(false)
+                .with_filter(filter())
+                .boxed(),
+            None,
+        ),
     };
     let _ = tracing_subscriber::registry().with(layer).try_init();
-    if let Some(e) = file_error {
+    if let Some(e) = problem {
         tracing::warn!("{e}; logging to stderr only");
     }
     match pruned {
