@@ -221,11 +221,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<(), ServeError> {
-    let local = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     for i in 0..worker_count() {
-        workers.push(Worker::start(i, &engine, local, stop_rx.clone(), grace)?);
+        workers.push(Worker::start(i, &engine, stop_rx.clone(), grace)?);
     }
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -308,8 +307,7 @@ impl Worker {
     fn start(
         index: usize,
         engine: &Engine,
-        local: SocketAddr,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio::sync::watch::Receiver<bool>,
         grace: Duration,
     ) -> Result<Worker, ServeError> {
         let (conns, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -322,7 +320,6 @@ impl Worker {
         let listener = Handoff {
             rx,
             open: Arc::clone(&open),
-            local,
         };
         std::thread::Builder::new()
             .name(format!("llm-rotator-http-{index}"))
@@ -334,19 +331,8 @@ impl Worker {
                         tracing::warn!("serving thread {index} shares the upstream client: {e}")
                     }
                 }
-                let cut_short = runtime.block_on(async move {
-                    let mut signal = stop.clone();
-                    let server =
-                        axum::serve(listener, router(engine)).with_graceful_shutdown(async move {
-                            let _ = signal.wait_for(|s| *s).await;
-                        });
-                    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
-                    tokio::select! {
-                        _ = &mut server => return false,
-                        _ = stop.wait_for(|s| *s) => {}
-                    }
-                    tokio::time::timeout(grace, server).await.is_err()
-                });
+                let cut_short =
+                    runtime.block_on(serve_connections(listener, router(engine), stop, grace));
                 // Closes whatever the grace period cut short.
                 drop(runtime);
                 let _ = done_tx.send(cut_short);
@@ -355,30 +341,27 @@ impl Worker {
     }
 }
 
-/// The listener a serving thread's `axum::serve` reads: connections handed over by the
-/// accepting thread, registered with this thread's runtime.
+/// A serving thread's connections: each one handed over by the accepting thread and
+/// registered with this thread's runtime.
 struct Handoff {
     rx: tokio::sync::mpsc::UnboundedReceiver<Handed>,
     open: Arc<AtomicUsize>,
-    local: SocketAddr,
 }
 
-impl axum::serve::Listener for Handoff {
-    type Io = Counted;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Counted, SocketAddr) {
+impl Handoff {
+    /// The next connection; pending forever once the acceptor is gone (at shutdown).
+    async fn next(&mut self) -> Counted {
         loop {
-            // The acceptor is gone only at shutdown, when axum stops asking.
             let Some((tcp, addr)) = self.rx.recv().await else {
                 return std::future::pending().await;
             };
-            let counted = |io| Counted {
-                io,
-                open: Arc::clone(&self.open),
-            };
             match tokio::net::TcpStream::from_std(tcp) {
-                Ok(io) => return (counted(io), addr),
+                Ok(io) => {
+                    return Counted {
+                        io,
+                        open: Arc::clone(&self.open),
+                    }
+                }
                 Err(e) => {
                     self.open.fetch_sub(1, Ordering::Relaxed);
                     tracing::warn!("cannot serve the connection from {addr}: {e}");
@@ -386,10 +369,49 @@ impl axum::serve::Listener for Handoff {
             }
         }
     }
+}
 
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
+/// How long a client may take to send a request's headers before its connection is
+/// closed (a stalled or hostile client must not hold a connection for ever).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A serving thread's loop: HTTP/1 on each connection it is handed, until `stop`; then
+/// each connection finishes its request in progress and closes, for up to `grace`.
+/// Returns whether the grace period cut some short.
+async fn serve_connections(
+    mut handed: Handoff,
+    app: Router,
+    stop: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) -> bool {
+    let mut stopping = stop.clone();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopping.wait_for(|s| *s) => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            io = handed.next() => {
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let conn = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+                let mut stop = stop.clone();
+                conns.spawn(async move {
+                    let mut conn = std::pin::pin!(conn);
+                    tokio::select! {
+                        // A client that goes away is nothing to report.
+                        _ = conn.as_mut() => return,
+                        _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+                    }
+                    let _ = conn.await;
+                });
+            }
+        }
     }
+    let drained =
+        tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+    drained.is_err()
 }
 
 /// A connection that counts itself out of its worker's open connections when closed.
