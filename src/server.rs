@@ -96,6 +96,19 @@ fn host_name(headers: &HeaderMap) -> Option<String> {
     Some(name)
 }
 
+/// Whether a request for `host` (lower case, no port) may be served: loopback names, the
+/// address the server is bound to, and `server.allowed_hosts`. Anything else may be a DNS
+/// rebinding attack from a web page.
+fn host_allowed(host: &str, server: &crate::config::ServerConfig) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip == server.host)
+        || server.allowed_hosts.iter().any(|h| h == host)
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -106,12 +119,7 @@ async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Respon
     let server = &config.server;
     let headers = req.headers();
     if let Some(host) = host_name(headers) {
-        let bind = server.host.to_string();
-        let ok = matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
-            || host == bind
-            || host == format!("[{bind}]")
-            || server.allowed_hosts.contains(&host);
-        if !ok {
+        if !host_allowed(&host, server) {
             return forbidden(format!(
                 "requests for host {host:?} are refused; add it to server.allowed_hosts if this is intended"
             ));
@@ -469,6 +477,31 @@ impl AsyncWrite for Counted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_allowed_are_loopback_the_bound_address_and_the_listed_ones() {
+        let parse = |text: &str| {
+            crate::config::Config::parse(text, None)
+                .expect("config")
+                .server
+        };
+        let local = parse("");
+        for ok in ["localhost", "127.0.0.1", "[::1]"] {
+            assert!(host_allowed(ok, &local), "{ok}");
+        }
+        for bad in ["attacker.example", "192.168.1.5", "[::2]", "127.0.0.2"] {
+            assert!(!host_allowed(bad, &local), "{bad}");
+        }
+        let lan = parse(
+            "[server]\nhost = \"192.168.1.5\"\nauth_token = \"0123456789abcdef0123\"\nallowed_hosts = [\"my-mac.local\"]\n",
+        );
+        assert!(host_allowed("192.168.1.5", &lan));
+        assert!(host_allowed("my-mac.local", &lan));
+        assert!(!host_allowed("192.168.1.6", &lan));
+        let v6 = parse("[server]\nhost = \"fd00::5\"\nauth_token = \"0123456789abcdef0123\"\n");
+        assert!(host_allowed("[fd00::5]", &v6));
+        assert!(!host_allowed("[fd00::6]", &v6));
+    }
 
     #[test]
     fn host_names_lose_their_port() {

@@ -466,6 +466,7 @@ mod tests {
         Arc::new(ProviderConfig {
             name: "groq".into(),
             base_url: base_url.into(),
+            chat_url: reqwest::Url::parse(&format!("{base_url}/chat/completions")).expect("url"),
             model: "m".into(),
             models: vec![],
             priority: 1,

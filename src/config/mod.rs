@@ -163,6 +163,8 @@ pub struct ProviderConfig {
     pub name: String,
     /// Base URL ending before `/chat/completions`, without trailing slash.
     pub base_url: String,
+    /// `base_url` + `/chat/completions`, parsed.
+    pub chat_url: reqwest::Url,
     /// Model sent when the client asks for "auto" or an unknown model.
     pub model: String,
     /// Further model ids this provider serves.
@@ -183,11 +185,6 @@ impl ProviderConfig {
     /// Whether this provider serves `model` (its default model or one of `models`).
     pub fn serves(&self, model: &str) -> bool {
         self.model == model || self.models.iter().any(|m| m == model)
-    }
-
-    /// The URL for chat completions.
-    pub fn chat_url(&self) -> String {
-        format!("{}/chat/completions", self.base_url)
     }
 
     /// The URL for the models list (a cheap authenticated call).

@@ -352,6 +352,17 @@ fn validate_provider(
             format!("{base_url:?} must be an http:// or https:// URL"),
         ));
     }
+    // Parsed once here, not on every request.
+    let chat_url = match reqwest::Url::parse(&format!("{base_url}/chat/completions")) {
+        Ok(u) => u,
+        Err(e) => {
+            return Err(at(
+                url_span,
+                "base_url",
+                format!("{base_url:?} is not a valid URL: {e}"),
+            ))
+        }
+    };
     let model_span = p.model.span();
     let model = p.model.into_inner();
     if model.trim().is_empty() {
@@ -394,6 +405,7 @@ fn validate_provider(
     Ok(ProviderConfig {
         name,
         base_url,
+        chat_url,
         model,
         models: p.models,
         priority,

@@ -92,6 +92,24 @@ fn non_http_base_url_is_rejected() {
 }
 
 #[test]
+fn a_base_url_that_is_not_a_url_is_rejected_at_load_not_per_request() {
+    let inv = invalid(
+        "[[providers]]\nname = \"a\"\nbase_url = \"http://exa mple.com/v1\"\nmodel = \"m\"\n",
+    );
+    assert_eq!(inv.key.as_deref(), Some("providers[0].base_url"));
+    assert!(inv.message.contains("not a valid URL"), "{inv}");
+    let ok = Config::parse(
+        "[[providers]]\nname = \"a\"\nbase_url = \"http://localhost:11434/v1/\"\nmodel = \"m\"\n",
+        None,
+    )
+    .expect("valid");
+    assert_eq!(
+        ok.providers[0].chat_url.as_str(),
+        "http://localhost:11434/v1/chat/completions"
+    );
+}
+
+#[test]
 fn public_host_without_auth_token_is_refused() {
     let inv = invalid("[server]\nhost = \"0.0.0.0\"\n");
     assert_eq!(inv.key.as_deref(), Some("server.host"));

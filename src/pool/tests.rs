@@ -12,6 +12,8 @@ fn provider(name: &str, priority: u32, models: &[&str]) -> Arc<ProviderConfig> {
     Arc::new(ProviderConfig {
         name: name.into(),
         base_url: format!("http://127.0.0.1:1/{name}"),
+        chat_url: reqwest::Url::parse(&format!("http://127.0.0.1:1/{name}/chat/completions"))
+            .expect("url"),
         model: format!("{name}-default"),
         models: models.iter().map(|m| (*m).to_string()).collect(),
         priority,

@@ -43,7 +43,7 @@ pub async fn send(
     first_byte_timeout: Duration,
 ) -> Result<reqwest::Response, SendFailure> {
     let mut req = client
-        .post(attempt.provider.chat_url())
+        .post(attempt.provider.chat_url.clone())
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .header(
             ACCEPT,
