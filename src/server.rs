@@ -379,10 +379,6 @@ impl Handoff {
     }
 }
 
-/// How long a client may take to send a request's headers before its connection is
-/// closed (a stalled or hostile client must not hold a connection for ever).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// A serving thread's loop: HTTP/1 on each connection it is handed, until `stop`; then
 /// each connection finishes its request in progress and closes, for up to `grace`.
 /// Returns whether the grace period cut some short.
@@ -394,8 +390,10 @@ async fn serve_connections(
 ) -> bool {
     let mut stopping = stop.clone();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    // No header read timeout: hyper runs it while a kept-alive connection waits for its
+    // next request too, so it would close idle client connections, and a client sending
+    // a POST just as that happens sees a failure it may not retry.
+    http.header_read_timeout(None);
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
