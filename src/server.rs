@@ -3,10 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -15,7 +11,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
 use crate::admin;
@@ -218,52 +213,81 @@ pub fn worker_count() -> usize {
 /// Serves until `shutdown` completes, then lets in-flight requests (streams included)
 /// finish for up to `grace`.
 ///
-/// Connections are accepted here and handed to [`worker_count`] serving threads, each a
-/// single-threaded runtime with its own upstream client, to the one with the fewest open
-/// connections. A connection lives on one thread from its first request to its last, and
-/// so do the upstream connections its requests use: a request and its stream never wake
-/// another thread, which is most of what a proxied request costs at low concurrency.
+/// Requests are served by [`worker_count`] threads, each a single-threaded runtime with
+/// its own upstream client that accepts connections on its own handle of the listening
+/// socket: whichever thread is free takes the next connection, and a connection lives on
+/// that thread from its first request to its last, as do the upstream connections its
+/// requests use. A request and its stream never wake another thread, which is most of
+/// what a proxied request costs at low concurrency.
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<(), ServeError> {
+    let listener = listener.into_std()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     for i in 0..worker_count() {
-        workers.push(Worker::start(i, &engine, stop_rx.clone(), grace)?);
+        let handle = listener.try_clone()?;
+        workers.push(start_worker(i, handle, &engine, stop_rx.clone(), grace)?);
     }
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, addr)) => hand_off(&workers, tcp, addr),
-                Err(e) if is_connection_error(&e) => {}
-                Err(e) => {
-                    // Out of file descriptors, say: wait for some connections to close.
-                    tracing::error!("cannot accept connections: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            },
-        }
-    }
-    // New connections are refused from here on.
+    // The workers' handles keep the socket open; this one is not polled.
     drop(listener);
+    shutdown.await;
     tracing::info!(
         "shutting down; letting running requests finish for up to {}s",
         grace.as_secs()
     );
     let _ = stop_tx.send(true);
     let mut cut_short = false;
-    for w in workers {
-        cut_short |= w.done.await.unwrap_or(false);
+    for done in workers {
+        cut_short |= done.await.unwrap_or(false);
     }
     if cut_short {
         tracing::warn!("shutdown grace period over; closed the remaining connections");
     }
     Ok(())
+}
+
+/// Starts serving thread `index` on its handle of the listening socket. The receiver
+/// gets `true` when the thread is done and the grace period cut requests short.
+fn start_worker(
+    index: usize,
+    listener: std::net::TcpListener,
+    engine: &Engine,
+    stop: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) -> Result<tokio::sync::oneshot::Receiver<bool>, ServeError> {
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut engine = engine.clone();
+    std::thread::Builder::new()
+        .name(format!("llm-rotator-http-{index}"))
+        .spawn(move || {
+            // Its own pool of upstream connections, driven by this thread.
+            match crate::upstream::build_client(&engine.config().routing) {
+                Ok(client) => engine.client = client,
+                Err(e) => tracing::warn!("serving thread {index} shares the upstream client: {e}"),
+            }
+            let cut_short = runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve_connections(listener, router(engine), stop, grace).await,
+                    Err(e) => {
+                        tracing::error!(
+                            "serving thread {index} cannot use the listening socket: {e}"
+                        );
+                        false
+                    }
+                }
+            });
+            // Closes whatever the grace period cut short.
+            drop(runtime);
+            let _ = done_tx.send(cut_short);
+        })?;
+    Ok(done)
 }
 
 fn is_connection_error(e: &std::io::Error) -> bool {
@@ -274,116 +298,11 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// Gives an accepted connection to the worker with the fewest open connections.
-fn hand_off(workers: &[Worker], tcp: tokio::net::TcpStream, addr: SocketAddr) {
-    // Without TCP_NODELAY, each streamed chunk after the first waits for the client's
-    // delayed ACK (Nagle): up to 40 ms per chunk on Linux.
-    let _ = tcp.set_nodelay(true);
-    let Some(worker) = workers
-        .iter()
-        .filter(|w| !w.conns.is_closed())
-        .min_by_key(|w| w.open.load(Ordering::Relaxed))
-    else {
-        tracing::error!("no serving thread is running; connection from {addr} refused");
-        return;
-    };
-    let tcp = match tcp.into_std() {
-        Ok(tcp) => tcp,
-        Err(e) => {
-            tracing::warn!("cannot hand over the connection from {addr}: {e}");
-            return;
-        }
-    };
-    worker.open.fetch_add(1, Ordering::Relaxed);
-    if worker.conns.send((tcp, addr)).is_err() {
-        worker.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-type Handed = (std::net::TcpStream, SocketAddr);
-
-/// One serving thread.
-struct Worker {
-    conns: tokio::sync::mpsc::UnboundedSender<Handed>,
-    /// Connections handed to it and not yet closed.
-    open: Arc<AtomicUsize>,
-    /// Sent when the thread is done: `true` when the grace period cut requests short.
-    done: tokio::sync::oneshot::Receiver<bool>,
-}
-
-impl Worker {
-    fn start(
-        index: usize,
-        engine: &Engine,
-        stop: tokio::sync::watch::Receiver<bool>,
-        grace: Duration,
-    ) -> Result<Worker, ServeError> {
-        let (conns, rx) = tokio::sync::mpsc::unbounded_channel();
-        let open = Arc::new(AtomicUsize::new(0));
-        let (done_tx, done) = tokio::sync::oneshot::channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let mut engine = engine.clone();
-        let listener = Handoff {
-            rx,
-            open: Arc::clone(&open),
-        };
-        std::thread::Builder::new()
-            .name(format!("llm-rotator-http-{index}"))
-            .spawn(move || {
-                // Its own pool of upstream connections, driven by this thread.
-                match crate::upstream::build_client(&engine.config().routing) {
-                    Ok(client) => engine.client = client,
-                    Err(e) => {
-                        tracing::warn!("serving thread {index} shares the upstream client: {e}")
-                    }
-                }
-                let cut_short =
-                    runtime.block_on(serve_connections(listener, router(engine), stop, grace));
-                // Closes whatever the grace period cut short.
-                drop(runtime);
-                let _ = done_tx.send(cut_short);
-            })?;
-        Ok(Worker { conns, open, done })
-    }
-}
-
-/// A serving thread's connections: each one handed over by the accepting thread and
-/// registered with this thread's runtime.
-struct Handoff {
-    rx: tokio::sync::mpsc::UnboundedReceiver<Handed>,
-    open: Arc<AtomicUsize>,
-}
-
-impl Handoff {
-    /// The next connection; pending forever once the acceptor is gone (at shutdown).
-    async fn next(&mut self) -> Counted {
-        loop {
-            let Some((tcp, addr)) = self.rx.recv().await else {
-                return std::future::pending().await;
-            };
-            match tokio::net::TcpStream::from_std(tcp) {
-                Ok(io) => {
-                    return Counted {
-                        io,
-                        open: Arc::clone(&self.open),
-                    }
-                }
-                Err(e) => {
-                    self.open.fetch_sub(1, Ordering::Relaxed);
-                    tracing::warn!("cannot serve the connection from {addr}: {e}");
-                }
-            }
-        }
-    }
-}
-
-/// A serving thread's loop: HTTP/1 on each connection it is handed, until `stop`; then
-/// each connection finishes its request in progress and closes, for up to `grace`.
+/// A serving thread's loop: accepts connections and serves HTTP/1 on each until `stop`;
+/// then each connection finishes its request in progress and closes, for up to `grace`.
 /// Returns whether the grace period cut some short.
 async fn serve_connections(
-    mut handed: Handoff,
+    listener: TcpListener,
     app: Router,
     stop: tokio::sync::watch::Receiver<bool>,
     grace: Duration,
@@ -399,77 +318,39 @@ async fn serve_connections(
         tokio::select! {
             _ = stopping.wait_for(|s| *s) => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            io = handed.next() => {
-                let service = hyper_util::service::TowerToHyperService::new(app.clone());
-                let conn = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
-                let mut stop = stop.clone();
-                conns.spawn(async move {
-                    let mut conn = std::pin::pin!(conn);
-                    tokio::select! {
-                        // A client that goes away is nothing to report.
-                        _ = conn.as_mut() => return,
-                        _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
-                    }
-                    let _ = conn.await;
-                });
-            }
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => {
+                    // Without TCP_NODELAY, each streamed chunk after the first waits for
+                    // the client's delayed ACK (Nagle): up to 40 ms per chunk on Linux.
+                    let _ = tcp.set_nodelay(true);
+                    let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+                    let mut stop = stop.clone();
+                    conns.spawn(async move {
+                        let mut conn = std::pin::pin!(conn);
+                        tokio::select! {
+                            // A client that goes away is nothing to report.
+                            _ = conn.as_mut() => return,
+                            _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+                        }
+                        let _ = conn.await;
+                    });
+                }
+                // The client gave up before it was accepted: nothing to do.
+                Err(e) if is_connection_error(&e) => {}
+                Err(e) => {
+                    // Out of file descriptors, say: wait for some connections to close.
+                    tracing::error!("cannot accept connections: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
         }
     }
+    // New connections are refused from here on.
+    drop(listener);
     let drained =
         tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     drained.is_err()
-}
-
-/// A connection that counts itself out of its worker's open connections when closed.
-struct Counted {
-    io: tokio::net::TcpStream,
-    open: Arc<AtomicUsize>,
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl AsyncRead for Counted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Counted {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]
