@@ -768,3 +768,32 @@ async fn a_relayed_client_error_never_echoes_the_key() {
         assert!(!body.contains(std::str::from_utf8(w).unwrap()), "{body}");
     }
 }
+
+#[tokio::test]
+async fn many_connections_at_once_are_all_answered_and_the_port_is_free_after_stopping() {
+    let a = Mock::start(vec![Reply::completion("x")]).await;
+    let cfg = config_text("", &[P::new("alpha", &a, 1)]);
+    let proxy = Proxy::start(&cfg, &[("alpha", &["ka-000000000000"])]).await;
+    let addr = proxy.addr;
+    // Many clients at once, each on its own connection: all are answered.
+    let mut clients = Vec::new();
+    for _ in 0..32 {
+        let url = proxy.url("/v1/chat/completions");
+        clients.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    for c in clients {
+        assert_eq!(c.await.expect("task").expect("request"), 200);
+    }
+    assert_eq!(a.hits(), 32);
+    proxy.stop().await;
+    // Every serving thread's handle of the socket is closed: the port can be bound again.
+    let again = tokio::net::TcpListener::bind(addr).await;
+    assert!(again.is_ok(), "port still held after stopping: {again:?}");
+}
