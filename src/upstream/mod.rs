@@ -22,12 +22,19 @@ use crate::secrets::ApiKey;
 
 pub use classify::{classify, classify_stream_error, offending_param, Verdict};
 
+/// How long an upstream connection stays pooled without use.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
 /// Builds the one HTTP client all attempts share (connection pools per host).
 pub fn build_client(routing: &RoutingConfig) -> reqwest::Result<Client> {
     Client::builder()
         .connect_timeout(routing.connect_timeout)
         .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Under the 60 s after which common load balancers drop an idle connection, so
+        // a request is not sent down one the provider is closing. Also shorter than the
+        // per-attempt timeouts, so the pool's own timer is always the runtime's next one
+        // and arming those costs no wake-up of the runtime.
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .tcp_nodelay(true)
         .user_agent(concat!("llm-rotator/", env!("CARGO_PKG_VERSION")))
         .build()
