@@ -167,6 +167,7 @@ pub(super) async fn relay(
         fixer,
         queue,
         events: Vec::new(),
+        burst: BurstBackoff::default(),
         idle,
         engine: engine.clone(),
         provider: attempt.provider.name.clone(),
@@ -196,6 +197,8 @@ struct RelayState {
     queue: VecDeque<Bytes>,
     /// Scratch space for the events of one chunk.
     events: Vec<Bytes>,
+    /// When to look for a burst.
+    burst: BurstBackoff,
     idle: Duration,
     engine: Engine,
     provider: String,
@@ -262,6 +265,38 @@ impl RelayState {
         }
     }
 
+    /// The upstream connection hands over what one read brought one chunk at a time.
+    /// Lets it hand over the rest of a burst before answering, so events that arrived
+    /// together go to the client in one write instead of one write (and one wake-up of
+    /// the client) each. Nothing waits for data that has not arrived: the first empty poll
+    /// ends the burst. A stream whose chunks come one at a time (paced tokens) stops
+    /// paying for the look: after each look that finds nothing, the next few chunks skip
+    /// it (doubling up to [`BURST_BACKOFF_MAX`]); a look that finds more resets that.
+    async fn collect_burst(&mut self) {
+        if !self.burst.should_look() {
+            return;
+        }
+        let mut found = 0;
+        while found < BURST && !self.closed {
+            // Asking is also what tells the upstream connection that more is wanted: it
+            // decodes the next chunk only then.
+            if let Some(item) = self.upstream.next().now_or_never() {
+                self.take(item);
+                found += 1;
+                continue;
+            }
+            LetOthersRun(2).await;
+            match self.upstream.next().now_or_never() {
+                Some(item) => {
+                    self.take(item);
+                    found += 1;
+                }
+                None => break,
+            }
+        }
+        self.burst.looked(found > 0);
+    }
+
     fn fail(&mut self, msg: String, kind: &str) {
         self.engine.pool.note_error(&self.provider, msg.clone());
         self.queue.push_back(error_event(&msg, kind));
@@ -272,6 +307,40 @@ impl RelayState {
 /// Most further upstream chunks collected after one, before answering (hyper writes up
 /// to 16 buffers at once).
 const BURST: usize = 32;
+
+/// Most chunks that skip the look for a burst after looks that found none.
+const BURST_BACKOFF_MAX: u8 = 15;
+
+/// After each look for a burst that finds nothing, the next 1, 3, 7, then 15 chunks skip
+/// the look; a look that finds more makes every chunk look again.
+#[derive(Debug, Default)]
+struct BurstBackoff {
+    /// Chunks left that skip the look.
+    skip: u8,
+    /// What the next miss sets `skip` to, less one doubling.
+    backoff: u8,
+}
+
+impl BurstBackoff {
+    /// Whether this chunk looks for a burst.
+    fn should_look(&mut self) -> bool {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// After a look: whether it found more chunks.
+    fn looked(&mut self, found: bool) {
+        self.backoff = if found {
+            0
+        } else {
+            (self.backoff * 2 + 1).min(BURST_BACKOFF_MAX)
+        };
+        self.skip = self.backoff;
+    }
+}
 
 async fn next_chunk(
     mut st: RelayState,
@@ -286,27 +355,7 @@ async fn next_chunk(
         match tokio::time::timeout(st.idle, st.upstream.next()).await {
             Ok(item) => {
                 st.take(item);
-                // The upstream connection hands over what one read brought one chunk at a
-                // time. Let it hand over the rest of a burst before answering, so events
-                // that arrived together go to the client in one write instead of one
-                // write (and one wake-up of the client) each. Nothing waits for data that
-                // has not arrived: the first empty poll ends the burst.
-                for _ in 0..BURST {
-                    if st.closed {
-                        break;
-                    }
-                    // Asking is also what tells the upstream connection that more is
-                    // wanted: it decodes the next chunk only then.
-                    if let Some(item) = st.upstream.next().now_or_never() {
-                        st.take(item);
-                        continue;
-                    }
-                    LetOthersRun(2).await;
-                    match st.upstream.next().now_or_never() {
-                        Some(item) => st.take(item),
-                        None => break,
-                    }
-                }
+                st.collect_burst().await;
             }
             Err(_) => {
                 tracing::warn!(provider = %st.provider, "stream went silent");
@@ -346,6 +395,30 @@ impl std::future::Future for LetOthersRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paced_streams_look_for_bursts_ever_less_often_and_a_burst_resets_that() {
+        let mut b = BurstBackoff::default();
+        let mut pattern = String::new();
+        for _ in 0..40 {
+            if b.should_look() {
+                pattern.push('L');
+                b.looked(false);
+            } else {
+                pattern.push('.');
+            }
+        }
+        assert_eq!(
+            pattern, "L.L...L.......L...............L.........",
+            "1, 3, 7, then 15 chunks skip the look"
+        );
+        // A look that finds a burst: every chunk looks again.
+        while !b.should_look() {}
+        b.looked(true);
+        assert!(b.should_look());
+        b.looked(true);
+        assert!(b.should_look());
+    }
 
     #[test]
     fn framer_slices_whole_events_and_joins_cut_ones() {
