@@ -317,7 +317,7 @@ const BURST_BACKOFF_MAX: u8 = 15;
 struct BurstBackoff {
     /// Chunks left that skip the look.
     skip: u8,
-    /// What the next miss sets `skip` to, less one doubling.
+    /// The skip the last look set: 0 after a hit; each miss doubles it, plus one.
     backoff: u8,
 }
 
