@@ -232,14 +232,7 @@ async fn a_typo_saved_while_stopped_starts_on_the_last_good_config_until_fixed()
     let mut bin = Binary::start(dir.path(), &typo, port, &env);
     bin.wait_ready().await;
     assert!(bin.stderr().contains("config.toml:2:1"), "{}", bin.stderr());
-    let status: serde_json::Value = client()
-        .get(bin.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&bin, "/status").await;
     let err = status["config"]["last_error"]
         .as_str()
         .unwrap_or_default()
@@ -263,14 +256,7 @@ async fn a_typo_saved_while_stopped_starts_on_the_last_good_config_until_fixed()
     std::fs::write(dir.path().join("config.toml"), &fixed).unwrap();
     let mut healed = false;
     for _ in 0..100 {
-        let s: serde_json::Value = client()
-            .get(bin.url("/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s = get_json(&bin, "/status").await;
         if s["config"]["last_error"].is_null() && s["providers"][0]["model"] == "alpha-fixed" {
             healed = true;
             break;

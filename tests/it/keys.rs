@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use llm_rotator::secrets::keychain::{Keychain, SERVICE_ENV};
 use llm_rotator::secrets::ApiKey;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::common::*;
 
@@ -171,27 +171,6 @@ fn fp(key: &str) -> String {
     ApiKey::new(key).expect("key").fingerprint()
 }
 
-async fn get(bin: &Binary, path: &str) -> Value {
-    client()
-        .get(bin.url(path))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json")
-}
-
-async fn status_of(bin: &Binary, name: &str) -> Value {
-    get(bin, "/status").await["providers"]
-        .as_array()
-        .expect("providers")
-        .iter()
-        .find(|p| p["name"] == name)
-        .cloned()
-        .expect("provider in /status")
-}
-
 /// POSTs a chat completion; (status, x-provider, body).
 async fn chat_bin(bin: &Binary, stream: bool) -> (u16, String, String) {
     let resp = client()
@@ -201,12 +180,7 @@ async fn chat_bin(bin: &Binary, stream: bool) -> (u16, String, String) {
         .await
         .expect("send");
     let status = resp.status().as_u16();
-    let provider = resp
-        .headers()
-        .get("x-provider")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let provider = answered_by(&resp);
     (status, provider, resp.text().await.expect("body"))
 }
 
@@ -482,14 +456,14 @@ async fn running_agent_picks_up_a_changed_key_after_keys_set() {
 
     let mut bin = env.serve(&[]);
     bin.wait_ready().await;
-    let st = status_of(&bin, "alpha").await;
+    let st = provider_status(&bin, "alpha").await;
     assert_eq!(st["state"], "ready", "{st}");
     assert_eq!(st["keys"][0]["label"], format!("keychain {}", fp(K1)));
 
     let (code, _, body) = chat_bin(&bin, false).await;
     assert_ne!(code, 200, "{body}");
     assert_eq!(bearer(&a.requests()[0]), format!("Bearer {K1}"));
-    assert_eq!(status_of(&bin, "alpha").await["state"], "auth_failed");
+    assert_eq!(provider_status(&bin, "alpha").await["state"], "auth_failed");
 
     // A new key through the CLI: the running agent is told and takes it.
     let out = env.run(&["keys", "set", "alpha", "--replace"], K2);
@@ -499,7 +473,7 @@ async fn running_agent_picks_up_a_changed_key_after_keys_set() {
             .contains("the running llm-rotator now uses the new keys"),
         "{out:?}"
     );
-    let st = status_of(&bin, "alpha").await;
+    let st = provider_status(&bin, "alpha").await;
     assert_eq!(
         st["state"], "ready",
         "a changed key is eligible again: {st}"
@@ -514,7 +488,7 @@ async fn running_agent_picks_up_a_changed_key_after_keys_set() {
     // Deleting it leaves the provider without a key, again without a restart.
     let out = env.run(&["keys", "delete", "alpha"], "");
     assert!(out.ok(), "{out:?}");
-    assert_eq!(status_of(&bin, "alpha").await["state"], "no_key");
+    assert_eq!(provider_status(&bin, "alpha").await["state"], "no_key");
 }
 
 #[tokio::test]
@@ -544,7 +518,7 @@ async fn two_keychain_keys_on_one_provider_cool_down_on_their_own() {
     assert_eq!(bearer(&reqs[0]), format!("Bearer {K1}"), "first key first");
     assert_eq!(bearer(&reqs[1]), format!("Bearer {K2}"), "then the second");
 
-    let st = status_of(&bin, "alpha").await;
+    let st = provider_status(&bin, "alpha").await;
     assert_eq!(st["state"], "ready", "{st}");
     assert_eq!(st["keys"][0]["label"], format!("keychain {}", fp(K1)));
     assert_eq!(st["keys"][0]["state"], "cooling_down", "{st}");
@@ -603,14 +577,14 @@ async fn without_a_keychain_the_agent_runs_on_env_keys_and_keys_set_explains_env
     };
     bin.wait_ready().await;
 
-    let status = get(&bin, "/status").await;
+    let status = get_json(&bin, "/status").await;
     let note = status["key_store"].as_str().unwrap_or_default().to_string();
     assert!(
         note.contains("no keychain service is available")
             && note.contains("environment variables only"),
         "{status}"
     );
-    let st = status_of(&bin, "alpha").await;
+    let st = provider_status(&bin, "alpha").await;
     assert_eq!(st["state"], "ready", "{st}");
     assert_eq!(
         st["keys"][0]["label"],
@@ -847,9 +821,9 @@ async fn no_part_of_a_key_leaks_into_output_files_status_or_error_bodies() {
             .expect("text");
         answers.push((path.to_string(), text));
     }
-    let status = get(&bin, "/status").await;
+    let status = get_json(&bin, "/status").await;
     assert_eq!(
-        status_of(&bin, "alpha").await["state"],
+        provider_status(&bin, "alpha").await["state"],
         "auth_failed",
         "{status}"
     );

@@ -27,17 +27,6 @@ async fn start(dir: &Path, config: &str) -> Binary {
     bin
 }
 
-async fn get(bin: &Binary, path: &str) -> Value {
-    client()
-        .get(bin.url(path))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json")
-}
-
 async fn post(bin: &Binary, path: &str) -> (u16, Value) {
     let resp = client().post(bin.url(path)).send().await.expect("send");
     let status = resp.status().as_u16();
@@ -53,34 +42,16 @@ async fn ask(bin: &Binary) -> (u16, String) {
         .await
         .expect("send");
     let status = resp.status().as_u16();
-    let provider = resp
-        .headers()
-        .get("x-provider")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let provider = answered_by(&resp);
     let _ = resp.text().await;
     (status, provider)
-}
-
-fn provider_in(status: &Value, name: &str) -> Option<Value> {
-    status["providers"]
-        .as_array()
-        .expect("providers")
-        .iter()
-        .find(|p| p["name"] == name)
-        .cloned()
-}
-
-async fn provider(bin: &Binary, name: &str) -> Value {
-    provider_in(&get(bin, "/status").await, name).expect("provider in /status")
 }
 
 /// Polls `/status` until `cond` holds (panics after 15 s with the last status).
 async fn wait_status(bin: &Binary, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let s = get(bin, "/status").await;
+        let s = get_json(bin, "/status").await;
         if cond(&s) {
             return s;
         }
@@ -199,19 +170,19 @@ async fn counts_tokens_toggles_and_an_active_cooldown_survive_sigterm_and_restar
     }
 
     let mut bin = start(tmp.path(), &cfg).await;
-    let a = provider(&bin, "alpha").await;
+    let a = provider_status(&bin, "alpha").await;
     assert_eq!(a["state"], "cooling_down", "{a}");
     assert!(
         a["cooldown_remaining_secs"].as_u64().expect("secs") > 3500,
         "{a}"
     );
     assert_eq!(a["request_count"], 1);
-    let b = provider(&bin, "beta").await;
+    let b = provider_status(&bin, "beta").await;
     assert_eq!(b["request_count"], 3);
     assert_eq!(b["total_requests"], 3);
     assert_eq!(b["total_tokens_used"], 36);
     assert_eq!(b["keys"][0]["request_count"], 3);
-    let c = provider(&bin, "gamma").await;
+    let c = provider_status(&bin, "gamma").await;
     assert_eq!(
         (c["enabled"].clone(), c["enabled_in_config"].clone()),
         (json!(false), json!(true))
@@ -226,12 +197,12 @@ async fn counts_tokens_toggles_and_an_active_cooldown_survive_sigterm_and_restar
     assert_eq!(post(&bin, "/providers/gamma/enable").await.0, 200);
     stop(&mut bin, "INT");
     let bin = start(tmp.path(), &cfg).await;
-    let c = provider(&bin, "gamma").await;
+    let c = provider_status(&bin, "gamma").await;
     assert_eq!(
         (c["enabled"].clone(), c["state"].clone()),
         (json!(true), json!("ready"))
     );
-    assert_eq!(provider(&bin, "beta").await["total_requests"], 4);
+    assert_eq!(provider_status(&bin, "beta").await["total_requests"], 4);
 }
 
 #[tokio::test]
@@ -249,7 +220,7 @@ async fn after_sigkill_requests_finished_over_a_second_before_survive() {
     assert_eq!(bin.wait_exit(), None, "killed by a signal");
 
     let bin = start(tmp.path(), &cfg).await;
-    let a = provider(&bin, "alpha").await;
+    let a = provider_status(&bin, "alpha").await;
     assert_eq!(a["request_count"], 3, "{a}");
     assert_eq!(a["total_tokens_used"], 36, "{a}");
 }
@@ -260,7 +231,7 @@ async fn starts_fresh_from_a_bad_state_file(tmp: &Path, cfg: &str, bad: &[u8]) {
     std::fs::create_dir_all(data_dir(tmp)).expect("data dir");
     std::fs::write(state_file(tmp), bad).expect("write bad state");
     let mut bin = start(tmp, cfg).await;
-    let a = provider(&bin, "alpha").await;
+    let a = provider_status(&bin, "alpha").await;
     assert_eq!(
         (a["request_count"].clone(), a["total_requests"].clone()),
         (json!(0), json!(0))
@@ -385,7 +356,7 @@ async fn post_reload_and_sighup_apply_an_edit_the_watcher_did_not_see() {
     let (status, body) = post(&bin, "/reload").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["providers"], json!(["alpha"]));
-    assert_eq!(provider(&bin, "alpha").await["priority"], 7);
+    assert_eq!(provider_status(&bin, "alpha").await["priority"], 7);
 
     edit_unseen_by_the_watcher(tmp.path(), &cfg.replace("priority = 1", "priority = 4"));
     bin.signal("HUP");
@@ -422,7 +393,7 @@ async fn an_invalid_config_is_rejected_with_line_and_column_while_the_old_one_se
     assert!(message.contains("config.toml:8:1"), "{message}");
     assert!(message.contains("bogus_setting"), "{message}");
 
-    let s = get(&bin, "/status").await;
+    let s = get_json(&bin, "/status").await;
     let last = s["config"]["last_error"].as_str().expect("last_error");
     assert!(
         last.contains(":8:1") && last.contains("bogus_setting"),
@@ -462,7 +433,7 @@ async fn a_provider_whose_key_or_base_url_changed_leaves_auth_failed() {
     let mut bin = Binary::start(tmp.path(), &cfg, free_port(), &env);
     bin.wait_ready().await;
     assert_eq!(ask(&bin).await, (200, "beta".to_string()));
-    assert_eq!(provider(&bin, "alpha").await["state"], "auth_failed");
+    assert_eq!(provider_status(&bin, "alpha").await["state"], "auth_failed");
 
     // A new key: the config now names another variable.
     alpha.set_script(vec![Reply::completion("ok")]);
@@ -496,7 +467,7 @@ async fn a_provider_whose_key_or_base_url_changed_leaves_auth_failed() {
     })
     .await;
     assert_eq!(ask(&bin).await, (200, "beta".to_string()));
-    assert_eq!(provider(&bin, "alpha").await["state"], "auth_failed");
+    assert_eq!(provider_status(&bin, "alpha").await["state"], "auth_failed");
     write_in_place(
         tmp.path(),
         &cfg.replace(&alpha.base_url(), &alpha_moved.base_url()),

@@ -463,10 +463,29 @@ pub async fn chat(proxy: &Proxy, body: Value) -> (u16, reqwest::header::HeaderMa
     (status, headers, text)
 }
 
+/// Something serving the API on 127.0.0.1: the in-process [`Proxy`] or the real
+/// [`Binary`].
+pub trait Served {
+    /// `http://127.0.0.1:port{path}`.
+    fn url(&self, path: &str) -> String;
+}
+
+impl Served for Proxy {
+    fn url(&self, path: &str) -> String {
+        Proxy::url(self, path)
+    }
+}
+
+impl Served for Binary {
+    fn url(&self, path: &str) -> String {
+        Binary::url(self, path)
+    }
+}
+
 /// GET a JSON admin route.
-pub async fn get_json(proxy: &Proxy, path: &str) -> Value {
+pub async fn get_json(target: &impl Served, path: &str) -> Value {
     client()
-        .get(proxy.url(path))
+        .get(target.url(path))
         .send()
         .await
         .expect("send")
@@ -475,16 +494,28 @@ pub async fn get_json(proxy: &Proxy, path: &str) -> Value {
         .expect("json")
 }
 
-/// The provider entry of `/status` with this name.
-pub async fn provider_status(proxy: &Proxy, name: &str) -> Value {
-    let s = get_json(proxy, "/status").await;
-    s["providers"]
+/// The provider entry with this name in a `/status` body, if there is one.
+pub fn provider_in(status: &Value, name: &str) -> Option<Value> {
+    status["providers"]
         .as_array()
         .expect("providers")
         .iter()
         .find(|p| p["name"] == name)
         .cloned()
-        .expect("provider in status")
+}
+
+/// The provider entry of `/status` with this name.
+pub async fn provider_status(target: &impl Served, name: &str) -> Value {
+    provider_in(&get_json(target, "/status").await, name).expect("provider in /status")
+}
+
+/// The `x-provider` header of an answer ("" when there is none).
+pub fn answered_by(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("x-provider")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
