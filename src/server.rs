@@ -204,7 +204,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 
 /// How many threads serve connections: one per core, at most four (a desktop client
 /// keeps a handful of connections open; more threads would only cost memory).
-pub fn worker_count() -> usize {
+fn worker_count() -> usize {
     std::thread::available_parallelism()
         .map_or(2, std::num::NonZeroUsize::get)
         .clamp(1, 4)

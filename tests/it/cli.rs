@@ -216,13 +216,7 @@ async fn a_typo_saved_while_stopped_starts_on_the_last_good_config_until_fixed()
     let env = [("ALPHA_TEST_KEY", "ka-000000000000")];
     let mut bin = Binary::start(dir.path(), &good, port, &env);
     bin.wait_ready().await;
-    let r = client()
-        .post(bin.url("/v1/chat/completions"))
-        .json(&json!({"messages": []}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(chat(&bin, json!({"messages": []})).await.0, 200);
     bin.signal("TERM");
     assert_eq!(bin.wait_exit(), Some(0));
     drop(bin);
@@ -243,13 +237,11 @@ async fn a_typo_saved_while_stopped_starts_on_the_last_good_config_until_fixed()
     );
     assert_eq!(status["providers"][0]["name"], "alpha");
     assert_eq!(status["providers"][0]["request_count"], 1, "state restored");
-    let r = client()
-        .post(bin.url("/v1/chat/completions"))
-        .json(&json!({"messages": []}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "still serving on the last good config");
+    assert_eq!(
+        chat(&bin, json!({"messages": []})).await.0,
+        200,
+        "still serving on the last good config"
+    );
 
     // Fixing the file is picked up without a restart.
     let fixed = good.replace("alpha-model", "alpha-fixed");

@@ -442,34 +442,10 @@ fn service_commands_manage_a_systemd_user_unit_idempotently() {
     );
 }
 
-/// Starts the real binary with `sub` (`run`/`serve`) and no display, like `Binary::start`.
+/// Starts the real binary with `sub` (`run`/`serve`), no display and the default log dir.
 fn start(dir: &Path, sub: &str, config: &str, port: u16, env: &[(&str, &str)]) -> Binary {
-    std::fs::create_dir_all(dir).expect("dir");
-    let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, config).expect("config");
-    let mut cmd = Command::new(Binary::exe());
-    cmd.arg(sub)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--port")
-        .arg(port.to_string())
-        .env_remove("RUST_LOG")
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .env_remove("LLM_ROTATOR_LOG_DIR")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.join("stdout.log")).expect("stdout"))
-        .stderr(std::fs::File::create(dir.join("stderr.log")).expect("stderr"));
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Binary {
-        child: cmd.spawn().expect("spawn"),
-        port,
-        dir: dir.to_path_buf(),
-    }
+    let unset = ["DISPLAY", "WAYLAND_DISPLAY", "LLM_ROTATOR_LOG_DIR"];
+    Binary::start_as(dir, sub, config, port, env, &unset)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -450,9 +450,9 @@ pub fn client() -> reqwest::Client {
 }
 
 /// Posts a chat completion and returns (status, headers, body text).
-pub async fn chat(proxy: &Proxy, body: Value) -> (u16, reqwest::header::HeaderMap, String) {
+pub async fn chat(target: &impl Served, body: Value) -> (u16, reqwest::header::HeaderMap, String) {
     let resp = client()
-        .post(proxy.url("/v1/chat/completions"))
+        .post(target.url("/v1/chat/completions"))
         .json(&body)
         .send()
         .await
@@ -546,13 +546,26 @@ impl Binary {
     /// Writes `config` (with `[server] port` set by the caller via `{port}`) and starts
     /// `llm-rotator serve`. `env` adds environment variables.
     pub fn start(dir: &Path, config: &str, port: u16, env: &[(&str, &str)]) -> Binary {
+        Binary::start_as(dir, "serve", config, port, env, &[])
+    }
+
+    /// Like [`Binary::start`], with subcommand `sub` (`serve` or `run`) and the
+    /// environment variables `unset` removed.
+    pub fn start_as(
+        dir: &Path,
+        sub: &str,
+        config: &str,
+        port: u16,
+        env: &[(&str, &str)],
+        unset: &[&str],
+    ) -> Binary {
         std::fs::create_dir_all(dir).expect("dir");
         let cfg = dir.join("config.toml");
         std::fs::write(&cfg, config).expect("write config");
         let out = std::fs::File::create(dir.join("stdout.log")).expect("stdout");
         let err = std::fs::File::create(dir.join("stderr.log")).expect("stderr");
         let mut cmd = Command::new(Binary::exe());
-        cmd.arg("serve")
+        cmd.arg(sub)
             .arg("--config")
             .arg(&cfg)
             .arg("--data-dir")
@@ -563,6 +576,9 @@ impl Binary {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
+        for k in unset {
+            cmd.env_remove(k);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
