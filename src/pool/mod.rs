@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::config::{ProviderConfig, RoutingConfig};
 use crate::secrets::{ApiKey, ProviderKey};
+use crate::upstream::scrub::KeyMask;
 
 pub use snapshot::{ConfigSnapshot, KeySnapshot, ProviderSnapshot, ProviderStateKind, Snapshot};
 
@@ -50,6 +51,8 @@ pub struct Attempt {
     pub key_label: String,
     /// The model id to send upstream.
     pub model: String,
+    /// Masks any echo of `key` in what the provider says (built once per key slot).
+    pub mask: Arc<KeyMask>,
 }
 
 /// What happened to one attempt, as the rotation loop reports it.
@@ -171,6 +174,7 @@ pub fn key_hash(provider: &str, key: Option<&ApiKey>) -> String {
 struct KeyState {
     id: u64,
     key: Option<ApiKey>,
+    mask: Arc<KeyMask>,
     label: String,
     cooldown_until: Option<DateTime<Utc>>,
     cooldown_reason: Option<String>,
@@ -400,6 +404,7 @@ impl Pool {
             key_id: k.id,
             key_label: k.label.clone(),
             model,
+            mask: Arc::clone(&k.mask),
         })
     }
 
@@ -428,6 +433,8 @@ impl Pool {
             if reached {
                 k.request_count += 1;
             }
+            // Provider text is stored (and shown, and persisted) only masked.
+            let stored = |reason: &str| attempt.mask.text(reason);
             match outcome {
                 Outcome::Success { tokens } => {
                     p.total_tokens += tokens.unwrap_or(0);
@@ -450,27 +457,27 @@ impl Pool {
                         }
                     };
                     k.cooldown_until = Some(now + to_chrono(wait));
-                    k.cooldown_reason = Some(reason.clone());
-                    p.last_error = Some(reason.clone());
+                    k.cooldown_reason = Some(stored(reason));
+                    p.last_error = Some(stored(reason));
                 }
                 Outcome::AuthFailed { reason } => {
                     k.auth_failed = true;
-                    p.last_error = Some(reason.clone());
+                    p.last_error = Some(stored(reason));
                 }
                 Outcome::PaymentRequired { reason } => {
                     k.cooldown_until = Some(now + to_chrono(routing.payment_cooldown));
-                    k.cooldown_reason = Some(reason.clone());
-                    p.last_error = Some(reason.clone());
+                    k.cooldown_reason = Some(stored(reason));
+                    p.last_error = Some(stored(reason));
                 }
                 Outcome::Transient { reason, .. } => {
                     k.cooldown_until = Some(now + to_chrono(routing.transient_cooldown));
-                    k.cooldown_reason = Some(reason.clone());
-                    p.last_error = Some(reason.clone());
+                    k.cooldown_reason = Some(stored(reason));
+                    p.last_error = Some(stored(reason));
                 }
                 Outcome::QuotaExhausted { until, reason } => {
                     k.cooldown_until = Some(*until);
                     k.cooldown_reason = Some(quota_reason(*until, now));
-                    p.last_error = Some(reason.clone());
+                    p.last_error = Some(stored(reason));
                 }
                 Outcome::Relayed { .. } => {}
             }
@@ -536,15 +543,16 @@ impl Pool {
     }
 
     /// Notes a failure that does not change eligibility (e.g. a stream that died midway).
-    pub fn note_error(&self, provider: &str, error: String) {
+    /// The text is stored masked, like every reason the pool keeps.
+    pub fn note_error(&self, attempt: &Attempt, error: &str) {
         {
             let mut inner = self.lock();
             if let Some(p) = inner
                 .providers
                 .iter_mut()
-                .find(|p| p.config.name == provider)
+                .find(|p| p.config.name == attempt.provider.name)
             {
-                p.last_error = Some(error);
+                p.last_error = Some(attempt.mask.text(error));
             }
         }
         self.changed();
@@ -814,6 +822,7 @@ impl Inner {
                         self.next_key_id += 1;
                         KeyState {
                             id,
+                            mask: Arc::new(KeyMask::new(key.as_ref())),
                             key,
                             label,
                             cooldown_until: None,

@@ -245,7 +245,12 @@ fn log_answered(
 }
 
 fn describe(attempt: &Attempt, what: &str) -> String {
-    format!("{} ({}): {what}", attempt.provider.name, attempt.key_label)
+    format!(
+        "{} ({}): {}",
+        attempt.provider.name,
+        attempt.key_label,
+        attempt.mask.text(what)
+    )
 }
 
 fn outcome_text(o: &Outcome) -> String {
@@ -340,13 +345,7 @@ fn relay_error(
 ) -> Response {
     let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     // Relayed as the provider sent it, except for any echo of the key it was sent.
-    let body = match &attempt.key {
-        Some(key) => match upstream::mask_key_fragments(&body, key) {
-            std::borrow::Cow::Borrowed(_) => body,
-            std::borrow::Cow::Owned(masked) => Bytes::from(masked),
-        },
-        None => body,
-    };
+    let body = attempt.mask.relay(body);
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
     let ct = headers
@@ -442,7 +441,8 @@ async fn relay_json(
     engine
         .pool
         .report(attempt, &Outcome::Success { tokens }, Utc::now());
-    let mut out = Response::new(Body::from(body));
+    // Gateways that echo the request can put the key in an answer too.
+    let mut out = Response::new(Body::from(attempt.mask.relay(body)));
     *out.status_mut() = status;
     out.headers_mut().insert(
         header::CONTENT_TYPE,

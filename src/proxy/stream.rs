@@ -135,7 +135,7 @@ pub(super) async fn relay(
         while let Some(ev) = events.next() {
             let seen = fixer.event(ev);
             match seen.kind {
-                Kind::Other => queue.push_back(seen.out),
+                Kind::Other => queue.push_back(attempt.mask.relay(seen.out)),
                 Kind::Error(payload) => {
                     return Err(upstream::classify_stream_error(
                         attempt.provider.quirks.kind,
@@ -148,7 +148,7 @@ pub(super) async fn relay(
                     if let Some(t) = seen.tokens {
                         engine.pool.add_tokens(&attempt.provider.name, t);
                     }
-                    queue.push_back(seen.out);
+                    queue.push_back(attempt.mask.relay(seen.out));
                     leftover = events.collect();
                     break 'wait;
                 }
@@ -170,7 +170,7 @@ pub(super) async fn relay(
         burst: BurstBackoff::default(),
         idle,
         engine: engine.clone(),
-        provider: attempt.provider.name.clone(),
+        attempt: attempt.clone(),
         closed: false,
     };
     for ev in leftover {
@@ -201,7 +201,8 @@ struct RelayState {
     burst: BurstBackoff,
     idle: Duration,
     engine: Engine,
-    provider: String,
+    /// Who is answering: for tokens, errors, and the mask every event goes through.
+    attempt: Attempt,
     /// No more reading: the queue is the rest of the stream.
     closed: bool,
 }
@@ -213,22 +214,25 @@ impl RelayState {
         }
         let seen = self.fixer.event(ev);
         if let Some(t) = seen.tokens {
-            self.engine.pool.add_tokens(&self.provider, t);
+            self.engine.pool.add_tokens(&self.attempt.provider.name, t);
         }
         match seen.kind {
             Kind::Error(payload) => {
+                // Gateways echo the request, key included, in such errors: masked before
+                // it is relayed or stored.
+                let payload = self.attempt.mask.relay(payload);
                 let event = client_error_event(&payload);
                 let msg =
                     upstream::error_message(&payload).unwrap_or_else(|| "error event".to_string());
                 self.engine.pool.note_error(
-                    &self.provider,
-                    format!("the provider's stream reported an error: {msg}"),
+                    &self.attempt,
+                    &format!("the provider's stream reported an error: {msg}"),
                 );
-                tracing::warn!(provider = %self.provider, "stream reported an error midway");
+                tracing::warn!(provider = %self.attempt.provider.name, "stream reported an error midway");
                 self.queue.push_back(event);
                 self.closed = true;
             }
-            _ => self.queue.push_back(seen.out),
+            _ => self.queue.push_back(self.attempt.mask.relay(seen.out)),
         }
     }
 
@@ -255,7 +259,7 @@ impl RelayState {
                 self.events = events;
             }
             Some(Err(e)) => {
-                tracing::warn!(provider = %self.provider, "stream broke off midway");
+                tracing::warn!(provider = %self.attempt.provider.name, "stream broke off midway");
                 self.fail(
                     format!("the provider's stream broke off: {e}"),
                     "upstream_error",
@@ -298,7 +302,7 @@ impl RelayState {
     }
 
     fn fail(&mut self, msg: String, kind: &str) {
-        self.engine.pool.note_error(&self.provider, msg.clone());
+        self.engine.pool.note_error(&self.attempt, &msg);
         self.queue.push_back(error_event(&msg, kind));
         self.closed = true;
     }
@@ -358,7 +362,7 @@ async fn next_chunk(
                 st.collect_burst().await;
             }
             Err(_) => {
-                tracing::warn!(provider = %st.provider, "stream went silent");
+                tracing::warn!(provider = %st.attempt.provider.name, "stream went silent");
                 let msg = format!(
                     "the provider sent nothing for {}s; the stream was ended",
                     st.idle.as_secs()

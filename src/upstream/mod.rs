@@ -7,6 +7,7 @@ pub mod classify;
 pub mod daily;
 pub mod hint;
 pub mod limits;
+pub mod scrub;
 #[cfg(test)]
 mod test_support;
 
@@ -154,41 +155,6 @@ pub fn error_message(body: &[u8]) -> Option<String> {
     Some(short)
 }
 
-/// Masks every run of 5 or more characters of `key` inside `body` with `*`, keeping
-/// the body's length and JSON shape: for provider error bodies relayed to the client
-/// unchanged, which some providers fill with the key they received. Borrowed when the
-/// body holds no part of the key (the usual case).
-pub fn mask_key_fragments<'a>(body: &'a [u8], key: &ApiKey) -> std::borrow::Cow<'a, [u8]> {
-    const RUN: usize = 5;
-    let k = key.expose().as_bytes();
-    if k.len() < RUN || body.len() < RUN {
-        return std::borrow::Cow::Borrowed(body);
-    }
-    let mut masked: Option<Vec<u8>> = None;
-    let mut i = 0;
-    while i + RUN <= body.len() {
-        // The longest run of the key starting at body[i].
-        let longest = (0..=k.len() - RUN)
-            .map(|start| {
-                k[start..]
-                    .iter()
-                    .zip(&body[i..])
-                    .take_while(|(a, b)| a == b)
-                    .count()
-            })
-            .max()
-            .unwrap_or(0);
-        if longest >= RUN {
-            let out = masked.get_or_insert_with(|| body.to_vec());
-            out[i..i + longest].fill(b'*');
-            i += longest;
-        } else {
-            i += 1;
-        }
-    }
-    masked.map_or(std::borrow::Cow::Borrowed(body), std::borrow::Cow::Owned)
-}
-
 /// Removes anything key-like from a provider's message before it is stored or shown:
 /// providers echo keys ("Incorrect API key provided: sk-proj-****abcd"), so any word with
 /// a mask character or a long token shape is replaced, and so is any 5-character run of
@@ -222,22 +188,6 @@ pub fn redact(message: &str, key: Option<&ApiKey>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relayed_bodies_lose_every_run_of_the_key() {
-        let key = ApiKey::new("sk-live-abcdefghijklmnop1234").expect("key");
-        let body = br#"{"error":{"message":"bad request for key sk-live-abcdefghijklmnop1234 (ghijklm)","type":"x"}}"#;
-        let out = mask_key_fragments(body, &key);
-        let text = String::from_utf8(out.to_vec()).expect("utf8");
-        assert!(!text.contains("abcde") && !text.contains("ghijk"), "{text}");
-        assert_eq!(text.len(), body.len());
-        serde_json::from_str::<serde_json::Value>(&text).expect("still JSON");
-        let clean = br#"{"error":{"message":"max_tokens too large"}}"#;
-        assert!(matches!(
-            mask_key_fragments(clean, &key),
-            std::borrow::Cow::Borrowed(_)
-        ));
-    }
 
     #[test]
     fn key_echoes_are_redacted() {

@@ -5,6 +5,7 @@
 mod background_agent;
 mod cli;
 mod common;
+mod hardening;
 mod keys;
 mod providers;
 mod proxy;
