@@ -148,6 +148,21 @@ impl FromStr for MaxTokensField {
     }
 }
 
+/// How a provider takes a reasoning effort (clients such as Osaurus send
+/// `reasoning: {"effort"}`, `reasoning_effort`, or both). Checked 2026-11-30:
+/// `reasoning_effort` at the top level is what OpenAI's Chat Completions, Groq, Cerebras,
+/// Gemini's OpenAI endpoint, xAI, Mistral (mistral-small-latest, mistral-medium-3-5:
+/// docs.mistral.ai "Reasoning") and Ollama (docs.ollama.com/api/openai-compatibility)
+/// accept; OpenRouter takes the `reasoning` object (openrouter.ai/docs, "Reasoning
+/// Tokens").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasoningField {
+    /// `reasoning_effort: "<effort>"`.
+    Effort,
+    /// `reasoning: {"effort": "<effort>"}`.
+    Object,
+}
+
 /// What a provider's requests need, resolved from its kind and the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quirks {
@@ -157,6 +172,8 @@ pub struct Quirks {
     pub drop_params: Vec<String>,
     /// How the max-tokens field is named.
     pub max_tokens_field: MaxTokensField,
+    /// How a reasoning effort is sent.
+    pub reasoning: ReasoningField,
 }
 
 impl Quirks {
@@ -206,6 +223,10 @@ impl Quirks {
             kind,
             drop_params: drop.iter().map(|s| (*s).to_string()).collect(),
             max_tokens_field: field,
+            reasoning: match kind {
+                ProviderKind::OpenRouter => ReasoningField::Object,
+                _ => ReasoningField::Effort,
+            },
         }
     }
 }

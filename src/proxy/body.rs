@@ -11,10 +11,12 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::config::quirks::{MaxTokensField, Quirks};
+use crate::config::quirks::{MaxTokensField, Quirks, ReasoningField};
 
 const MAX_TOKENS: &str = "max_tokens";
 const MAX_COMPLETION_TOKENS: &str = "max_completion_tokens";
+const REASONING: &str = "reasoning";
+const REASONING_EFFORT: &str = "reasoning_effort";
 
 /// A chat-completions request body, borrowed from the bytes it came in.
 #[derive(Debug)]
@@ -122,6 +124,30 @@ impl<'a> ChatBody<'a> {
         })
     }
 
+    /// Whether the client asked for a closing usage chunk
+    /// (`stream_options.include_usage: true`).
+    pub fn include_usage(&self) -> bool {
+        #[derive(Deserialize)]
+        struct StreamOptions {
+            include_usage: Option<bool>,
+        }
+        self.field("stream_options")
+            .and_then(|v| serde_json::from_str::<StreamOptions>(v.get()).ok())
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
+    }
+
+    /// A rough count of the prompt's tokens (about four bytes each), for a usage the
+    /// provider did not report.
+    pub fn prompt_estimate(&self) -> u64 {
+        self.field("messages")
+            .map_or(0, |v| (v.get().len() as u64).div_ceil(4))
+    }
+
+    fn field(&self, name: &str) -> Option<&'a RawValue> {
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+
     /// Whether the body has this top-level field.
     pub fn has(&self, field: &str) -> bool {
         self.fields.iter().any(|(k, _)| k == field)
@@ -145,30 +171,76 @@ impl<'a> ChatBody<'a> {
             }
         };
         let has_target = target.is_some_and(|t| self.has(t));
-        self.write(model, |k| {
-            if k == MAX_TOKENS || k == MAX_COMPLETION_TOKENS {
-                if let Some(t) = target {
-                    // Both present: keep the one already named right.
-                    return if has_target && k != t { None } else { Some(t) };
+        // A reasoning effort goes in the one form the provider takes, so no request with
+        // an effort needs a refused-parameter round trip.
+        let effort = self.effort();
+        let (keep_reasoning, add_reasoning) = match (effort, quirks.reasoning) {
+            (None, _) => (true, None),
+            (Some(e), ReasoningField::Effort) => (false, Some((REASONING_EFFORT, e.to_string()))),
+            // The client's own object may say more (max_tokens, exclude): kept whole.
+            (Some(_), ReasoningField::Object) if self.has(REASONING) => (true, None),
+            (Some(e), ReasoningField::Object) => (
+                false,
+                Some((REASONING, format!("{{\"effort\":{}}}", e.get()))),
+            ),
+        };
+        let add_reasoning = add_reasoning.filter(|(name, _)| !refused(name));
+        self.write(
+            model,
+            |k| {
+                if k == MAX_TOKENS || k == MAX_COMPLETION_TOKENS {
+                    if let Some(t) = target {
+                        // Both present: keep the one already named right.
+                        return if has_target && k != t { None } else { Some(t) };
+                    }
                 }
-            }
-            if refused(k) || quirks.drop_params.iter().any(|d| d == k) {
-                None
-            } else {
-                Some(k)
-            }
+                if (k == REASONING || k == REASONING_EFFORT)
+                    && effort.is_some()
+                    && !(keep_reasoning && k == REASONING)
+                {
+                    return None;
+                }
+                if refused(k) || quirks.drop_params.iter().any(|d| d == k) {
+                    None
+                } else {
+                    Some(k)
+                }
+            },
+            add_reasoning.as_ref().map(|(k, v)| (*k, v.as_str())),
+        )
+    }
+
+    /// The reasoning effort the client asked for, as raw JSON (a string): from
+    /// `reasoning_effort`, else from `reasoning.effort`.
+    fn effort(&self) -> Option<&'a RawValue> {
+        #[derive(Deserialize)]
+        struct Reasoning<'r> {
+            #[serde(borrow)]
+            effort: Option<&'r RawValue>,
+        }
+        let is_str = |v: &&RawValue| v.get().starts_with('"');
+        self.field(REASONING_EFFORT).filter(is_str).or_else(|| {
+            self.field(REASONING)
+                .and_then(|v| serde_json::from_str::<Reasoning<'a>>(v.get()).ok())
+                .and_then(|r| r.effort)
+                .filter(is_str)
         })
     }
 
     /// The body to send upstream: the client's fields in order, with `model` set to
     /// `model` (added when absent).
     pub fn with_model(&self, model: &str) -> Bytes {
-        self.write(model, Some)
+        self.write(model, Some, None)
     }
 
     /// Writes the fields in order, each under the name `rename` gives it (`None` = left
-    /// out), with `model` set (added when absent).
-    fn write<'k>(&'k self, model: &str, rename: impl Fn(&'k str) -> Option<&'k str>) -> Bytes {
+    /// out), with `model` set (added when absent) and `extra` (a name and raw JSON) last.
+    fn write<'k>(
+        &'k self,
+        model: &str,
+        rename: impl Fn(&'k str) -> Option<&'k str>,
+        extra: Option<(&str, &str)>,
+    ) -> Bytes {
         let len: usize = self
             .fields
             .iter()
@@ -207,6 +279,12 @@ impl<'a> ChatBody<'a> {
             write_str(&mut out, "model");
             out.push(b':');
             write_str(&mut out, model);
+        }
+        if let Some((name, raw)) = extra {
+            out.push(b',');
+            write_str(&mut out, name);
+            out.push(b':');
+            out.extend_from_slice(raw.as_bytes());
         }
         out.push(b'}');
         Bytes::from(out)
@@ -252,7 +330,61 @@ mod tests {
             kind: crate::config::quirks::ProviderKind::Generic,
             drop_params: drop.iter().map(|d| (*d).to_string()).collect(),
             max_tokens_field: field,
+            reasoning: ReasoningField::Effort,
         }
+    }
+
+    fn shaped_for(kind: crate::config::quirks::ProviderKind, raw: &[u8]) -> serde_json::Value {
+        let body = ChatBody::parse(raw).expect("parse");
+        let out = body.shaped("m", &Quirks::defaults(kind), &[]);
+        serde_json::from_slice(&out).expect("json")
+    }
+
+    #[test]
+    fn a_reasoning_effort_goes_in_the_one_form_each_provider_takes() {
+        use crate::config::quirks::ProviderKind;
+        let osaurus = br#"{"messages":[],"reasoning":{"effort":"high"},"reasoning_effort":"high"}"#;
+        for kind in [
+            ProviderKind::Groq,
+            ProviderKind::Gemini,
+            ProviderKind::Mistral,
+        ] {
+            let v = shaped_for(kind, osaurus);
+            assert_eq!(v["reasoning_effort"], "high", "{kind:?}");
+            assert!(v.get("reasoning").is_none(), "{kind:?}: {v}");
+        }
+        let only_object = br#"{"messages":[],"reasoning":{"effort":"low"}}"#;
+        assert_eq!(
+            shaped_for(ProviderKind::Cerebras, only_object)["reasoning_effort"],
+            "low"
+        );
+        let v = shaped_for(ProviderKind::OpenRouter, osaurus);
+        assert_eq!(v["reasoning"], serde_json::json!({"effort": "high"}));
+        assert!(v.get("reasoning_effort").is_none(), "{v}");
+        let only_effort = br#"{"messages":[],"reasoning_effort":"medium"}"#;
+        let v = shaped_for(ProviderKind::OpenRouter, only_effort);
+        assert_eq!(v["reasoning"], serde_json::json!({"effort": "medium"}));
+        assert!(v.get("reasoning_effort").is_none(), "{v}");
+        // No effort: nothing added or removed.
+        let v = shaped_for(
+            ProviderKind::Groq,
+            br#"{"messages":[],"reasoning":{"exclude":true}}"#,
+        );
+        assert_eq!(v["reasoning"], serde_json::json!({"exclude": true}));
+        assert!(v.get("reasoning_effort").is_none());
+    }
+
+    #[test]
+    fn include_usage_and_the_prompt_estimate_are_read_from_the_body() {
+        let b = ChatBody::parse(br#"{"messages":[{"role":"user","content":"hello there"}],"stream_options":{"include_usage":true}}"#).expect("parse");
+        assert!(b.include_usage());
+        assert!(b.prompt_estimate() > 5);
+        let b = ChatBody::parse(br#"{"messages":[],"stream_options":{"include_usage":false}}"#)
+            .expect("parse");
+        assert!(!b.include_usage());
+        assert!(!ChatBody::parse(br#"{"messages":[]}"#)
+            .expect("parse")
+            .include_usage());
     }
 
     #[test]

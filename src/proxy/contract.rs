@@ -56,6 +56,103 @@ struct ChoicePeek<'a> {
 struct DeltaPeek<'a> {
     #[serde(borrow)]
     tool_calls: Option<Vec<ToolPeek<'a>>>,
+    /// Groq (gpt-oss), OpenRouter and Ollama send reasoning here; strict clients read
+    /// only `reasoning_content`.
+    #[serde(borrow)]
+    reasoning: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reasoning_content: Option<&'a RawValue>,
+}
+
+/// The three counts of a `usage` object, as raw values.
+#[derive(Deserialize)]
+struct UsagePeek<'a> {
+    #[serde(borrow)]
+    prompt_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    total_tokens: Option<&'a RawValue>,
+}
+
+fn is_count(v: Option<&RawValue>) -> bool {
+    v.is_some_and(|r| !r.get().is_empty() && r.get().bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether a `usage` value is absent, null, or an object with all three integer counts.
+fn usage_whole(v: Option<&RawValue>) -> bool {
+    match v {
+        None => true,
+        Some(r) if r.get() == "null" => true,
+        Some(r) => serde_json::from_str::<UsagePeek<'_>>(r.get()).is_ok_and(|u| {
+            is_count(u.prompt_tokens) && is_count(u.completion_tokens) && is_count(u.total_tokens)
+        }),
+    }
+}
+
+/// Whether a chunk's `usage` carries counts (not absent, not null).
+fn has_usage(v: Option<&RawValue>) -> bool {
+    v.is_some_and(|r| r.get() != "null")
+}
+
+/// A reasoning text given as `reasoning` only: moved to `reasoning_content`, where
+/// strict clients (Osaurus) read it. Moved, not copied, so a client that reads both
+/// fields never shows it twice.
+fn reasoning_misplaced(reasoning: Option<&RawValue>, content: Option<&RawValue>) -> bool {
+    is_string(reasoning) && !is_string(content)
+}
+
+/// A count as a whole number: integers as they are, floats rounded, anything else none.
+fn count_of(v: Option<&Value>) -> Option<u64> {
+    let v = v?;
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(|f| f.round() as u64)
+    })
+}
+
+/// Makes `usage` whole: each missing count derived from the other two, or else taken as
+/// 0 (`total` then the sum). A usage that is not an object is removed.
+fn fix_usage(obj: &mut Map<String, Value>) {
+    let Some(u) = obj.get_mut("usage") else {
+        return;
+    };
+    if u.is_null() {
+        return;
+    }
+    let Some(m) = u.as_object_mut() else {
+        obj.remove("usage");
+        return;
+    };
+    let (p, c, t) = (
+        count_of(m.get("prompt_tokens")),
+        count_of(m.get("completion_tokens")),
+        count_of(m.get("total_tokens")),
+    );
+    let (p, c, t) = match (p, c, t) {
+        (Some(p), Some(c), t) => (p, c, t.unwrap_or(p + c)),
+        (Some(p), None, Some(t)) => (p, t.saturating_sub(p), t),
+        (None, Some(c), Some(t)) => (t.saturating_sub(c), c, t),
+        (None, None, Some(t)) => (0, t, t),
+        (Some(p), None, None) => (p, 0, p),
+        (None, Some(c), None) => (0, c, c),
+        (None, None, None) => (0, 0, 0),
+    };
+    m.insert("prompt_tokens".into(), json!(p));
+    m.insert("completion_tokens".into(), json!(c));
+    m.insert("total_tokens".into(), json!(t));
+}
+
+/// Moves `reasoning` (a string) to `reasoning_content` in a delta or message.
+fn move_reasoning(m: &mut Map<String, Value>) {
+    if m.get("reasoning").is_some_and(Value::is_string)
+        && !m.get("reasoning_content").is_some_and(Value::is_string)
+    {
+        if let Some(r) = m.remove("reasoning") {
+            m.insert("reasoning_content".into(), r);
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -112,6 +209,13 @@ pub(super) struct ChunkFixer {
     saw_tool_calls: bool,
     /// Whether a `[DONE]` went by.
     pub saw_done: bool,
+    /// Whether a chunk that went out carried a whole `usage`.
+    pub usage_sent: bool,
+    /// The last whole usage the provider reported (`usage`, or Groq's `x_groq.usage`).
+    reported: Option<(u64, u64, u64)>,
+    /// Chunks that carried choices: our own count of completion tokens when the
+    /// provider reports none.
+    deltas: u64,
 }
 
 impl ChunkFixer {
@@ -127,7 +231,31 @@ impl ChunkFixer {
             last_tool: None,
             saw_tool_calls: false,
             saw_done: false,
+            usage_sent: false,
+            reported: None,
+            deltas: 0,
         }
+    }
+
+    /// The closing `choices: []` usage chunk a client that asked for usage
+    /// (`stream_options.include_usage`) gets when the provider sent none: the counts the
+    /// provider reported elsewhere, or else our estimate (`prompt_estimate`, and a token
+    /// per chunk).
+    pub fn usage_chunk(&mut self, prompt_estimate: u64) -> Bytes {
+        let (p, c, t) =
+            self.reported
+                .unwrap_or((prompt_estimate, self.deltas, prompt_estimate + self.deltas));
+        self.usage_sent = true;
+        let id = self.id.clone().unwrap_or_else(|| self.fallback_id.clone());
+        let chunk = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": self.created.unwrap_or(self.fallback_created),
+            "model": self.model,
+            "choices": [],
+            "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": t},
+        });
+        Bytes::from(format!("data: {chunk}\n\n"))
     }
 
     /// Looks at one complete SSE event (its bytes up to and including the blank line).
@@ -159,19 +287,37 @@ impl ChunkFixer {
                 tokens: None,
             };
         }
-        let tokens = peek
+        let usage = peek
             .usage
             .or_else(|| peek.x_groq.as_ref().and_then(|x| x.usage))
-            .and_then(|u| serde_json::from_str::<Usage>(u.get()).ok())
-            .map(|u| u.total());
+            .and_then(|u| serde_json::from_str::<Usage>(u.get()).ok());
+        let tokens = usage.as_ref().map(Usage::total);
+        if let Some(u) = &usage {
+            if let Some(whole) = u.whole() {
+                self.reported = Some(whole);
+            }
+        }
         self.remember(&peek);
         let mut broken = !is_string(peek.id)
             || !is_string(peek.object)
             || !is_number(peek.created)
-            || !is_string(peek.model);
+            || !is_string(peek.model)
+            || peek.choices.is_none()
+            || !usage_whole(peek.usage);
+        if peek.choices.as_ref().is_some_and(|c| !c.is_empty()) {
+            self.deltas += 1;
+        }
         let mut tool_calls_here = false;
         for c in peek.choices.iter().flatten() {
             broken |= !is_number(c.index);
+            broken |= c.delta.is_none();
+            broken |= c
+                .finish_reason
+                .is_some_and(|f| f.get() != "null" && !f.get().starts_with('"'));
+            broken |= c
+                .delta
+                .as_ref()
+                .is_some_and(|d| reasoning_misplaced(d.reasoning, d.reasoning_content));
             if let Some(tcs) = c.delta.as_ref().and_then(|d| d.tool_calls.as_ref()) {
                 for tc in tcs {
                     tool_calls_here = true;
@@ -195,6 +341,7 @@ impl ChunkFixer {
                     self.last_tool = Some(i);
                 }
             }
+            self.usage_sent |= has_usage(peek.usage);
             return Seen {
                 kind: Kind::Chunk,
                 out: ev,
@@ -205,6 +352,7 @@ impl ChunkFixer {
             return other(ev);
         };
         self.fix(&mut value);
+        self.usage_sent |= value.get("usage").is_some_and(Value::is_object);
         Seen {
             kind: Kind::Chunk,
             out: Bytes::from(format!("data: {value}\n\n")),
@@ -246,6 +394,10 @@ impl ChunkFixer {
         if !obj.get("model").is_some_and(Value::is_string) {
             obj.insert("model".into(), json!(self.model));
         }
+        fix_usage(obj);
+        if !obj.get("choices").is_some_and(Value::is_array) {
+            obj.insert("choices".into(), json!([]));
+        }
         let Some(choices) = obj.get_mut("choices").and_then(Value::as_array_mut) else {
             return;
         };
@@ -255,6 +407,17 @@ impl ChunkFixer {
             };
             if !c.get("index").is_some_and(Value::is_u64) {
                 c.insert("index".into(), json!(i));
+            }
+            if !c.get("delta").is_some_and(Value::is_object) {
+                c.insert("delta".into(), json!({}));
+            }
+            if let Some(d) = c.get_mut("delta").and_then(Value::as_object_mut) {
+                move_reasoning(d);
+            }
+            if c.get("finish_reason")
+                .is_some_and(|f| !f.is_null() && !f.is_string())
+            {
+                c.insert("finish_reason".into(), Value::Null);
             }
             if let Some(tcs) = c
                 .get_mut("delta")
@@ -373,6 +536,10 @@ struct CompletionChoicePeek<'a> {
 struct MessagePeek<'a> {
     #[serde(borrow)]
     tool_calls: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reasoning: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reasoning_content: Option<&'a RawValue>,
 }
 
 /// What a successful non-streaming body turned out to be.
@@ -398,8 +565,12 @@ pub(super) fn completion(body: Bytes) -> Completion {
         .usage
         .and_then(|u| serde_json::from_str::<Usage>(u.get()).ok())
         .map(|u| u.total());
-    let mut broken = peek.usage.is_none();
+    let mut broken = !has_usage(peek.usage) || !usage_whole(peek.usage);
     for c in peek.choices.iter().flatten() {
+        broken |= c
+            .message
+            .as_ref()
+            .is_some_and(|m| reasoning_misplaced(m.reasoning, m.reasoning_content));
         let calls = c
             .message
             .as_ref()
@@ -415,6 +586,7 @@ pub(super) fn completion(body: Bytes) -> Completion {
         return Completion::Ok(body, tokens);
     };
     if let Some(obj) = v.as_object_mut() {
+        fix_usage(obj);
         if obj.get("usage").is_none_or(Value::is_null) {
             obj.insert(
                 "usage".into(),
@@ -428,6 +600,9 @@ pub(super) fn completion(body: Bytes) -> Completion {
             .flatten()
             .filter_map(Value::as_object_mut)
         {
+            if let Some(m) = c.get_mut("message").and_then(Value::as_object_mut) {
+                move_reasoning(m);
+            }
             let calls = c
                 .get("message")
                 .and_then(|m| m.get("tool_calls"))
@@ -483,6 +658,100 @@ mod tests {
     }
 
     #[test]
+    fn every_choice_gets_a_delta_and_finish_reason_is_a_string_or_null() {
+        let mut f = fixer();
+        let ev = Bytes::from_static(b"data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"g\",\"choices\":[{\"index\":0,\"finish_reason\":\"stop\"},{\"index\":1,\"delta\":{},\"finish_reason\":7}]}\n\n");
+        let out = json_of(&f.event(ev).out);
+        assert_eq!(out["choices"][0]["delta"], json!({}));
+        assert_eq!(out["choices"][0]["finish_reason"], "stop");
+        assert_eq!(out["choices"][1]["finish_reason"], Value::Null);
+        let no_choices = Bytes::from_static(b"data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"g\",\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}\n\n");
+        let out = json_of(&f.event(no_choices).out);
+        assert_eq!(out["choices"], json!([]));
+    }
+
+    #[test]
+    fn usage_is_made_whole_or_left_out() {
+        let mut f = fixer();
+        let ev = |u: &str| {
+            Bytes::from(format!("data: {{\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"g\",\"choices\":[],\"usage\":{u}}}\n\n"))
+        };
+        let out = json_of(
+            &f.event(ev(r#"{"prompt_tokens":4,"completion_tokens":6}"#))
+                .out,
+        );
+        assert_eq!(
+            out["usage"],
+            json!({"prompt_tokens":4,"completion_tokens":6,"total_tokens":10})
+        );
+        let out = json_of(
+            &f.event(ev(r#"{"prompt_tokens":4,"total_tokens":10.0}"#))
+                .out,
+        );
+        assert_eq!(
+            out["usage"],
+            json!({"prompt_tokens":4,"completion_tokens":6,"total_tokens":10})
+        );
+        let out = json_of(&f.event(ev(r#""12 tokens""#)).out);
+        assert!(out.get("usage").is_none(), "{out}");
+        let whole = ev(r#"{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}"#);
+        assert_eq!(
+            f.event(whole.clone()).out,
+            whole,
+            "a whole usage passes as is"
+        );
+        assert!(f.usage_sent);
+    }
+
+    #[test]
+    fn reasoning_moves_to_reasoning_content_once() {
+        let mut f = fixer();
+        let ev = Bytes::from_static(b"data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"g\",\"choices\":[{\"index\":0,\"delta\":{\"reasoning\":\"thinking\"}}]}\n\n");
+        let out = json_of(&f.event(ev).out);
+        assert_eq!(
+            out["choices"][0]["delta"],
+            json!({"reasoning_content": "thinking"})
+        );
+        let both = Bytes::from_static(b"data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"g\",\"choices\":[{\"index\":0,\"delta\":{\"reasoning\":\"a\",\"reasoning_content\":\"a\"}}]}\n\n");
+        assert_eq!(
+            f.event(both.clone()).out,
+            both,
+            "already readable: untouched"
+        );
+        let body = Bytes::from_static(br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"4","reasoning":"2+2"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#);
+        let Completion::Ok(out, _) = completion(body) else {
+            panic!("not an error");
+        };
+        let v: Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["choices"][0]["message"]["reasoning_content"], "2+2");
+        assert!(v["choices"][0]["message"].get("reasoning").is_none());
+    }
+
+    #[test]
+    fn the_usage_chunk_uses_what_the_provider_reported_else_our_count() {
+        let mut f = fixer();
+        f.event(Bytes::from_static(b"data: {\"id\":\"g1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"g\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n"));
+        f.event(Bytes::from_static(b"data: {\"id\":\"g1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"g\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"x_groq\":{\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}}\n\n"));
+        assert!(!f.usage_sent, "x_groq.usage is not read by clients");
+        let v = json_of(&f.usage_chunk(100));
+        assert_eq!(v["choices"], json!([]));
+        assert_eq!(v["id"], "g1");
+        assert_eq!(
+            v["usage"],
+            json!({"prompt_tokens":9,"completion_tokens":2,"total_tokens":11})
+        );
+        let mut f = fixer();
+        for _ in 0..3 {
+            f.event(Bytes::from_static(b"data: {\"id\":\"g1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"g\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n"));
+        }
+        let v = json_of(&f.usage_chunk(20));
+        assert_eq!(
+            v["usage"],
+            json!({"prompt_tokens":20,"completion_tokens":3,"total_tokens":23})
+        );
+    }
+
+    #[test]
     fn a_plain_stop_without_tool_calls_is_left_alone() {
         let mut f = fixer();
         let stop = Bytes::from_static(b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\",\"index\":0}],\"created\":1,\"id\":\"x\",\"model\":\"g\",\"object\":\"chat.completion.chunk\"}\n\n");
@@ -523,7 +792,7 @@ mod tests {
         let v: Value = serde_json::from_slice(&out).expect("json");
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(v["usage"]["total_tokens"], 0);
-        let ok = Bytes::from_static(br#"{"choices":[{"index":0,"message":{"content":"a"},"finish_reason":"stop"}],"usage":{"total_tokens":3}}"#);
+        let ok = Bytes::from_static(br#"{"choices":[{"index":0,"message":{"content":"a"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#);
         let Completion::Ok(out, tokens) = completion(ok.clone()) else {
             panic!("not an error");
         };

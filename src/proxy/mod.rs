@@ -70,6 +70,7 @@ pub async fn chat_completions(State(engine): State<Engine>, body: Body) -> Respo
     // 120 s after which clients such as Osaurus give up on a silent stream.
     let start_deadline = tokio::time::Instant::now() + routing.stream_start_timeout;
     let need_tokens = chat.max_tokens();
+    let usage_for = chat.include_usage().then(|| chat.prompt_estimate());
     let mut tried: Vec<u64> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     let mut names: Vec<String> = Vec::new();
@@ -129,6 +130,7 @@ pub async fn chat_completions(State(engine): State<Engine>, body: Body) -> Respo
                         resp,
                         wait_for(routing.first_byte_timeout),
                         routing.stream_idle_timeout,
+                        usage_for,
                     )
                     .await
                     .map(|r| (r, None))
@@ -368,8 +370,16 @@ pub(crate) struct Usage {
 impl Usage {
     pub(crate) fn total(&self) -> u64 {
         self.total_tokens.unwrap_or_else(|| {
-            self.prompt_tokens.unwrap_or(0) + self.completion_tokens.unwrap_or(0)
+            self.prompt_tokens
+                .unwrap_or(0)
+                .saturating_add(self.completion_tokens.unwrap_or(0))
         })
+    }
+
+    /// Prompt, completion and total, when the provider gave at least the first two.
+    pub(crate) fn whole(&self) -> Option<(u64, u64, u64)> {
+        let (p, c) = (self.prompt_tokens?, self.completion_tokens?);
+        Some((p, c, self.total_tokens.unwrap_or(p.saturating_add(c))))
     }
 }
 

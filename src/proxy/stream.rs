@@ -84,6 +84,7 @@ pub(super) async fn relay(
     resp: reqwest::Response,
     wait: Duration,
     idle: Duration,
+    usage_for: Option<u64>,
 ) -> Result<Response, Outcome> {
     let ct = resp
         .headers()
@@ -148,6 +149,11 @@ pub(super) async fn relay(
                     if let Some(t) = seen.tokens {
                         engine.pool.add_tokens(&attempt.provider.name, t);
                     }
+                    if seen.kind == Kind::Done {
+                        if let Some(prompt) = usage_for.filter(|_| !fixer.usage_sent) {
+                            queue.push_back(fixer.usage_chunk(prompt));
+                        }
+                    }
                     queue.push_back(attempt.mask.relay(seen.out));
                     leftover = events.collect();
                     break 'wait;
@@ -171,6 +177,7 @@ pub(super) async fn relay(
         idle,
         engine: engine.clone(),
         attempt: attempt.clone(),
+        usage_for,
         closed: false,
     };
     for ev in leftover {
@@ -203,6 +210,9 @@ struct RelayState {
     engine: Engine,
     /// Who is answering: for tokens, errors, and the mask every event goes through.
     attempt: Attempt,
+    /// When the client asked for usage: the prompt estimate for a usage chunk the
+    /// provider leaves out.
+    usage_for: Option<u64>,
     /// No more reading: the queue is the rest of the stream.
     closed: bool,
 }
@@ -232,7 +242,19 @@ impl RelayState {
                 self.queue.push_back(event);
                 self.closed = true;
             }
+            Kind::Done => {
+                self.close_usage();
+                self.queue.push_back(seen.out);
+            }
             _ => self.queue.push_back(self.attempt.mask.relay(seen.out)),
+        }
+    }
+
+    /// Before `[DONE]`: the usage chunk the client asked for, if the provider sent none.
+    fn close_usage(&mut self) {
+        if let Some(prompt) = self.usage_for.filter(|_| !self.fixer.usage_sent) {
+            let chunk = self.fixer.usage_chunk(prompt);
+            self.queue.push_back(chunk);
         }
     }
 
@@ -241,6 +263,7 @@ impl RelayState {
             self.handle(ev);
         }
         if !self.closed && !self.fixer.saw_done {
+            self.close_usage();
             self.queue
                 .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
         }
