@@ -37,6 +37,25 @@ pub async fn status(State(engine): State<Engine>) -> Response {
     Json(value).into_response()
 }
 
+/// `GET /catalog`: each provider's model catalog and configured models.
+pub async fn catalog(State(engine): State<Engine>) -> Response {
+    Json(json!({ "providers": crate::catalog::report(&engine) })).into_response()
+}
+
+/// `POST /catalog/refresh`: reads every catalog again now and answers when done (or after
+/// 30 s, with what is known then).
+pub async fn refresh_catalog(State(engine): State<Engine>) -> Response {
+    let mut rounds = engine.pool.catalog_rounds();
+    let before = *rounds.borrow_and_update();
+    engine.pool.catalog_wanted().notify_one();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        rounds.wait_for(|n| *n > before),
+    )
+    .await;
+    Json(json!({ "providers": crate::catalog::report(&engine) })).into_response()
+}
+
 /// `GET /stats`: counters only.
 pub async fn stats(State(engine): State<Engine>) -> Response {
     let snap = engine.pool.snapshot(Utc::now());

@@ -283,6 +283,8 @@ async fn serve_async(
     };
     let state = crate::state::start(&engine, &paths.data_dir).await;
     let watcher = crate::watcher::start(&engine);
+    // In the background: the first request never waits for a provider's model list.
+    let catalogs = crate::catalog::start(&engine, &paths.data_dir);
     let snap = engine.pool.snapshot(chrono::Utc::now());
     if listener.is_some() {
         tracing::info!(
@@ -310,6 +312,7 @@ async fn serve_async(
     };
     reload_task.abort();
     watcher.stop().await;
+    catalogs.stop().await;
     state.shutdown().await;
     tracing::info!("stopped");
     Ok(result?)

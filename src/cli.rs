@@ -1,6 +1,6 @@
 //! The command line: subcommands and their output. `serve`/`run` hand over to
-//! [`crate::agent`]; `status` and `config` are one-shot commands that print readable
-//! text and exit non-zero with a clear message on failure.
+//! [`crate::agent`]; `status`, `doctor` and `config` are one-shot commands that print
+//! readable text and exit non-zero with a clear message on failure.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +53,32 @@ pub enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Show each provider's model catalog (read from the provider's own /models): its
+    /// age, which configured models it offers, which one is in use, which retired, and
+    /// what is new since the read before.
+    Models {
+        /// Only this provider.
+        provider: Option<String>,
+        /// Read every catalog again now (waits up to 30 s).
+        #[arg(long)]
+        refresh: bool,
+        /// Print the raw JSON of GET /catalog.
+        #[arg(long)]
+        json: bool,
+        /// Also list every model of each catalog.
+        #[arg(long)]
+        all: bool,
+        /// Port of the running instance (when it was started with `--port`).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Test the connection an app such as Osaurus uses: GET /v1/models, one tiny chat
+    /// and one tiny stream through the running instance, each decoded strictly.
+    Doctor {
+        /// Port of the running instance (when it was started with `--port`).
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Start at login: install, remove or inspect the login agent (launchd on macOS, a
     /// systemd user service on Linux).
     Service {
@@ -101,6 +127,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Service { action }) => Ok(crate::service::command(action)?),
         Some(Command::Status { json, port }) => status(&opts(*port), *json),
+        Some(Command::Doctor { port }) => crate::doctor::run(&opts(*port)),
+        Some(Command::Models {
+            provider,
+            refresh,
+            json,
+            all,
+            port,
+        }) => models(&opts(*port), provider.as_deref(), *refresh, *json, *all),
         Some(Command::Keys { action }) => crate::keys_cli::run(&opts(None), action),
         Some(Command::Config { action }) => match action {
             ConfigAction::Path => {
@@ -140,26 +174,51 @@ pub(crate) fn config_for_client(opts: &ServeOptions) -> Result<Config> {
     }
 }
 
+/// The config of the running instance a one-shot command talks to: the file it would
+/// use, with `--port` applied.
+pub(crate) fn instance_config(opts: &ServeOptions) -> Result<Config> {
+    let mut config = config_for_client(opts)?;
+    if let Some(port) = opts.port {
+        config.server.port = port;
+    }
+    Ok(config)
+}
+
+/// A runtime for a one-shot command's calls to the running instance.
+pub(crate) fn client_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// A request to the running instance on `config`, with its auth token when it has one.
+pub(crate) fn instance_request(
+    client: &reqwest::Client,
+    config: &Config,
+    method: reqwest::Method,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    let req = client.request(method, format!("{}{path}", config.admin_url()));
+    match &config.server.auth_token {
+        Some(t) => req.bearer_auth(t),
+        None => req,
+    }
+}
+
 /// Calls an admin route of the running instance. `Ok(None)` when nothing listens.
 pub fn admin_call(
     config: &Config,
     method: reqwest::Method,
     path: &str,
 ) -> Result<Option<(u16, String)>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = client_runtime()?;
     let url = format!("{}{path}", config.admin_url());
-    let token = config.server.auth_token.clone();
     runtime.block_on(async move {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()?;
-        let mut req = client.request(method, &url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
+        let req = instance_request(&client, config, method, path);
         match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -172,11 +231,75 @@ pub fn admin_call(
     })
 }
 
-fn status(opts: &ServeOptions, json: bool) -> Result<ExitCode> {
-    let mut config = config_for_client(opts)?;
-    if let Some(port) = opts.port {
-        config.server.port = port;
+fn models(
+    opts: &ServeOptions,
+    only: Option<&str>,
+    refresh: bool,
+    json: bool,
+    all: bool,
+) -> Result<ExitCode> {
+    let config = instance_config(opts)?;
+    if let Some(name) = only {
+        if !config.providers.iter().any(|p| p.name == name) {
+            let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+            anyhow::bail!(
+                "no provider named {name:?} in the config; providers: {}",
+                names.join(", ")
+            );
+        }
     }
+    let (method, path) = if refresh {
+        (reqwest::Method::POST, "/catalog/refresh")
+    } else {
+        (reqwest::Method::GET, "/catalog")
+    };
+    let runtime = client_runtime()?;
+    let answer = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(40))
+            .build()?;
+        match instance_request(&client, &config, method, path)
+            .send()
+            .await
+        {
+            Ok(resp) => {
+                let code = resp.status().as_u16();
+                Ok::<_, reqwest::Error>(Some((code, resp.text().await?)))
+            }
+            Err(e) if e.is_connect() => Ok(None),
+            Err(e) => Err(e),
+        }
+    })?;
+    let Some((code, body)) = answer else {
+        anyhow::bail!(
+            "llm-rotator is not running on {} (start it with `llm-rotator serve`)",
+            config.admin_url()
+        );
+    };
+    if code != 200 {
+        anyhow::bail!("the running instance answered HTTP {code}: {body}");
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        providers: Vec<crate::catalog::ProviderModels>,
+    }
+    let mut list = serde_json::from_str::<Answer>(&body)
+        .context("unexpected answer from GET /catalog")?
+        .providers;
+    list.retain(|p| only.is_none_or(|n| n == p.provider));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        print!(
+            "{}",
+            crate::catalog::models_text(&list, chrono::Utc::now(), all)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(opts: &ServeOptions, json: bool) -> Result<ExitCode> {
+    let config = instance_config(opts)?;
     let Some((code, body)) = admin_call(&config, reqwest::Method::GET, "/status")? else {
         eprintln!(
             "llm-rotator is not running on {} (start it with `llm-rotator serve`)",
@@ -248,6 +371,7 @@ pub fn status_table(snap: &Snapshot) -> String {
             ProviderStateKind::Disabled => "disabled",
             ProviderStateKind::NoKey => "no key",
             ProviderStateKind::AuthFailed => "key rejected",
+            ProviderStateKind::ModelRetired => "model retired",
         };
         let cooldown = if p.is_rate_limited {
             countdown(p.cooldown_remaining_secs)
@@ -259,7 +383,7 @@ pub fn status_table(snap: &Snapshot) -> String {
             state.into(),
             p.request_count.to_string(),
             cooldown,
-            p.model.clone(),
+            p.model_shown(),
         ]);
     }
     let mut out = text_table(&rows);

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError, ProviderConfig};
 use crate::pool::Pool;
+use crate::proxy::wait::WaitingRoom;
 use crate::secrets::{KeyStore, ProviderKey};
 
 /// Errors of engine commands.
@@ -34,6 +35,8 @@ pub enum EngineError {
 pub struct Engine {
     /// Provider state.
     pub pool: Pool,
+    /// Requests waiting for a cooling provider.
+    pub waiting: Arc<WaitingRoom>,
     config: Arc<watch::Sender<Arc<Config>>>,
     /// The shared upstream client.
     pub client: reqwest::Client,
@@ -78,6 +81,7 @@ impl Engine {
         pool.set_config_status(config_path.as_ref().map(|p| p.display().to_string()), None);
         let (tx, _rx) = watch::channel(Arc::new(config));
         Ok(Engine {
+            waiting: WaitingRoom::new(pool.clone()),
             pool,
             config: Arc::new(tx),
             client,

@@ -16,8 +16,10 @@ use zeroize::Zeroizing;
 
 use crate::agent::{self, ServeOptions};
 use crate::config::{Config, ProviderConfig};
+use crate::pool::Outcome;
 use crate::secrets::keychain::{Keychain, KeychainError};
 use crate::secrets::{ApiKey, KeyOrigin, KeyStore, ProviderKey, SystemKeys};
+use crate::upstream::Verdict as UpstreamVerdict;
 
 /// How long a `keys` command waits for the keychain per call: long enough for the user to
 /// answer an unlock or access prompt.
@@ -602,8 +604,10 @@ async fn test_key(
             return Verdict::Unreachable(why);
         }
     };
-    let code = resp.status().as_u16();
+    let status = resp.status();
+    let headers = resp.headers().clone();
     let body = resp.bytes().await.unwrap_or_default();
+    let code = status.as_u16();
     let detail = crate::upstream::error_message(&body)
         .map(|m| {
             let clean = redact_keys
@@ -614,11 +618,18 @@ async fn test_key(
             format!("HTTP {code}: {clean}")
         })
         .unwrap_or_else(|| format!("HTTP {code}"));
-    match code {
-        200..=299 => Verdict::Ok,
-        401 | 403 => Verdict::Rejected(detail),
-        429 => Verdict::RateLimited(detail),
-        408 | 500..=599 => Verdict::Unreachable(detail),
+    if status.is_success() {
+        return Verdict::Ok;
+    }
+    // The proxy's own classifier, so `keys test` and a request through the proxy reach
+    // the same verdict (Gemini answers a bad key with a 400, for one).
+    let now = chrono::Utc::now();
+    match crate::upstream::classify(p.quirks.kind, status, &headers, &body, Some(key), now) {
+        UpstreamVerdict::Rotate(Outcome::AuthFailed { .. }) => Verdict::Rejected(detail),
+        UpstreamVerdict::Rotate(Outcome::RateLimited { .. } | Outcome::QuotaExhausted { .. }) => {
+            Verdict::RateLimited(detail)
+        }
+        UpstreamVerdict::Rotate(Outcome::Transient { .. }) => Verdict::Unreachable(detail),
         _ => Verdict::Unexpected(detail),
     }
 }

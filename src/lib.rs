@@ -4,9 +4,12 @@
 
 pub mod admin;
 pub mod agent;
+pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod engine;
+pub mod files;
 pub mod keys_cli;
 pub mod logging;
 pub mod paths;
@@ -16,6 +19,7 @@ pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod strict;
 pub mod tray;
 pub mod upstream;
 pub mod watcher;

@@ -1,8 +1,11 @@
 //! The HTTP server: `router(engine)` (tests call it without sockets), the guard every
 //! request passes (Host, Origin, optional bearer token), binding, and graceful shutdown.
 
+mod connection;
+
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -44,6 +47,8 @@ pub fn router(engine: Engine) -> Router {
         .route("/health", get(admin::health))
         .route("/status", get(admin::status))
         .route("/stats", get(admin::stats))
+        .route("/catalog", get(admin::catalog))
+        .route("/catalog/refresh", post(admin::refresh_catalog))
         .route("/providers/{name}/enable", post(admin::enable))
         .route("/providers/{name}/disable", post(admin::disable))
         .route("/reload", post(admin::reload))
@@ -72,36 +77,102 @@ fn forbidden(message: String) -> Response {
     .into_response()
 }
 
-/// The `Host` header without its port, lower case.
-fn host_name(headers: &HeaderMap) -> Option<String> {
-    let host = headers
-        .get(header::HOST)?
-        .to_str()
-        .ok()?
-        .trim()
-        .to_ascii_lowercase();
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        // [::1]:8000
-        format!("[{}]", rest.split(']').next().unwrap_or(""))
-    } else {
-        host.rsplit_once(':')
-            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-            .map_or(host.clone(), |(h, _)| h.to_string())
-    };
-    Some(name)
+/// A `Host` header value or a request target's authority: a name (`localhost`,
+/// `127.0.0.1`, `[::1]`, as written) and an optional port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HostPort<'a> {
+    name: &'a str,
+    port: Option<&'a str>,
 }
 
-/// Whether a request for `host` (lower case, no port) may be served: loopback names, the
+impl HostPort<'_> {
+    /// Whether both name the same host and port (names compare without case).
+    fn same_as(&self, other: &HostPort<'_>) -> bool {
+        self.name.eq_ignore_ascii_case(other.name) && self.port == other.port
+    }
+}
+
+/// Parses `name[:port]` or `[v6][:port]`. Anything else — a user part, stray bytes
+/// after `]`, characters no host name has, a port that is not a number — is `None`, and
+/// the guard refuses it: a value it cannot read is never waved through.
+fn parse_host(text: &str) -> Option<HostPort<'_>> {
+    let (name, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        let v6 = |b: u8| b.is_ascii_hexdigit() || b == b':' || b == b'.';
+        if inside.is_empty() || !inside.bytes().all(v6) {
+            return None;
+        }
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (&text[..inside.len() + 2], port)
+    } else {
+        let (name, port) = match text.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (text, None),
+        };
+        let reg_name = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+        if name.is_empty() || !name.bytes().all(reg_name) {
+            return None;
+        }
+        (name, port)
+    };
+    // An empty port ("localhost:") is allowed by RFC 3986 and means the default.
+    if port.is_some_and(|p| p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    Some(HostPort { name, port })
+}
+
+/// The host a request is for, or why the guard cannot tell (then it is refused): exactly
+/// one `Host` header (HTTP/1.1 requires it), readable, and naming the same host as the
+/// request target when that is in absolute form (`GET http://host/path`).
+fn request_host(req: &Request) -> Result<HostPort<'_>, String> {
+    let mut values = req.headers().get_all(header::HOST).iter();
+    let Some(value) = values.next() else {
+        return Err("the request has no Host header (HTTP/1.1 requires one)".into());
+    };
+    if values.next().is_some() {
+        return Err("the request has more than one Host header".into());
+    }
+    let Ok(text) = value.to_str() else {
+        return Err("the Host header is not plain ASCII".into());
+    };
+    let text = text.trim();
+    let Some(host) = parse_host(text) else {
+        return Err(format!(
+            "the Host header {text:?} is not a host name with an optional port"
+        ));
+    };
+    if let Some(authority) = req.uri().authority() {
+        if !parse_host(authority.as_str()).is_some_and(|target| target.same_as(&host)) {
+            return Err(format!(
+                "the request target names {:?} but the Host header says {text:?}",
+                authority.as_str()
+            ));
+        }
+    }
+    Ok(host)
+}
+
+/// Whether a request for `host` (no port; any case) may be served: loopback names, the
 /// address the server is bound to, and `server.allowed_hosts`. Anything else may be a DNS
 /// rebinding attack from a web page.
 fn host_allowed(host: &str, server: &crate::config::ServerConfig) -> bool {
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+    ["localhost", "127.0.0.1", "[::1]"]
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(host))
         || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip == server.host)
-        || server.allowed_hosts.iter().any(|h| h == host)
+        || server
+            .allowed_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -112,14 +183,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Response {
     let config = engine.config();
     let server = &config.server;
-    let headers = req.headers();
-    if let Some(host) = host_name(headers) {
-        if !host_allowed(&host, server) {
+    // Fails closed: a Host the guard cannot read is refused like a foreign one.
+    match request_host(&req) {
+        Err(why) => return forbidden(format!("{why}; the request is refused")),
+        Ok(host) if !host_allowed(host.name, server) => {
             return forbidden(format!(
-                "requests for host {host:?} are refused; add it to server.allowed_hosts if this is intended"
+                "requests for host {:?} are refused; add it to server.allowed_hosts if this is intended",
+                host.name.to_ascii_lowercase()
             ));
         }
+        Ok(_) => {}
     }
+    let headers = req.headers();
     let origin = headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
@@ -202,6 +277,41 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     bind().map_err(|source| ServeError::Bind { addr, source })
 }
 
+/// The largest request head (request line and headers) accepted; larger ones get 431.
+/// It also bounds what a client that sends half a header can make hyper buffer (by
+/// default about 400 KB, so 2000 such clients held 808 MB).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// What every client connection is held to, shared by the serving threads.
+#[derive(Clone)]
+struct Bounds {
+    /// Its header and idle clocks.
+    limits: connection::Limits,
+    /// One per open client connection, `server.max_connections` in all. Past that, a new
+    /// connection is closed as soon as it is accepted rather than left waiting: the
+    /// client sees a failure at once instead of a hang, and the slow or idle connections
+    /// that fill the slots are closed by their clocks within seconds.
+    permits: Arc<tokio::sync::Semaphore>,
+    /// `server.max_connections`, for the log.
+    max: usize,
+}
+
+impl Bounds {
+    fn of(server: &crate::config::ServerConfig) -> Bounds {
+        let max = server
+            .max_connections
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        Bounds {
+            limits: connection::Limits {
+                header_read: server.header_read_timeout,
+                idle: server.idle_timeout,
+            },
+            permits: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+        }
+    }
+}
+
 /// How many threads serve connections: one per core, at most four (a desktop client
 /// keeps a handful of connections open; more threads would only cost memory).
 fn worker_count() -> usize {
@@ -211,7 +321,9 @@ fn worker_count() -> usize {
 }
 
 /// Serves until `shutdown` completes, then lets in-flight requests (streams included)
-/// finish for up to `grace`.
+/// finish for up to `grace`. Client connections are held to `server.header_read_timeout_secs`,
+/// `server.idle_timeout_secs` and `server.max_connections` as configured now (a change
+/// takes effect after a restart).
 ///
 /// Requests are served by [`worker_count`] threads, each a single-threaded runtime with
 /// its own upstream client that accepts connections on its own handle of the listening
@@ -227,14 +339,18 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let listener = listener.into_std()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let bounds = Bounds::of(&engine.config().server);
     let mut workers = Vec::new();
     for i in 0..worker_count() {
         let handle = listener.try_clone()?;
-        workers.push(start_worker(i, handle, &engine, stop_rx.clone(), grace)?);
+        let worker = start_worker(i, handle, &engine, stop_rx.clone(), grace, bounds.clone())?;
+        workers.push(worker);
     }
     // The workers' handles keep the socket open; this one is not polled.
     drop(listener);
     shutdown.await;
+    // Requests waiting for a cooling provider are answered now, not cut by the grace.
+    engine.waiting.close();
     tracing::info!(
         "shutting down; letting running requests finish for up to {}s",
         grace.as_secs()
@@ -258,6 +374,7 @@ fn start_worker(
     engine: &Engine,
     stop: tokio::sync::watch::Receiver<bool>,
     grace: Duration,
+    bounds: Bounds,
 ) -> Result<tokio::sync::oneshot::Receiver<bool>, ServeError> {
     let (done_tx, done) = tokio::sync::oneshot::channel();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -274,7 +391,9 @@ fn start_worker(
             }
             let cut_short = runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => serve_connections(listener, router(engine), stop, grace).await,
+                    Ok(listener) => {
+                        serve_connections(listener, router(engine), stop, grace, bounds).await
+                    }
                     Err(e) => {
                         tracing::error!(
                             "serving thread {index} cannot use the listening socket: {e}"
@@ -306,32 +425,61 @@ async fn serve_connections(
     app: Router,
     stop: tokio::sync::watch::Receiver<bool>,
     grace: Duration,
+    bounds: Bounds,
 ) -> bool {
     let mut stopping = stop.clone();
     let mut http = hyper::server::conn::http1::Builder::new();
-    // No header read timeout: hyper runs it while a kept-alive connection waits for its
-    // next request too, so it would close idle client connections, and a client sending
-    // a POST just as that happens sees a failure it may not retry.
+    // Not hyper's header read timeout: hyper runs it while a kept-alive connection waits
+    // for its next request too, so it would close idle client connections early, and a
+    // client sending a POST just as that happens sees a failure it may not retry. Each
+    // connection's own clock (see `connection`) times the headers from their first byte
+    // and idleness separately.
     http.header_read_timeout(None);
+    http.max_header_size(MAX_HEADER_BYTES);
     let mut conns = tokio::task::JoinSet::new();
+    // Whether connections are being turned away (warned once per streak).
+    let mut refusing = false;
     loop {
         tokio::select! {
             _ = stopping.wait_for(|s| *s) => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => {
+                    let Ok(permit) = Arc::clone(&bounds.permits).try_acquire_owned() else {
+                        if !refusing {
+                            tracing::warn!(
+                                "{} client connections are open (server.max_connections); closing new ones until some close",
+                                bounds.max
+                            );
+                        }
+                        refusing = true;
+                        drop(tcp);
+                        continue;
+                    };
+                    refusing = false;
                     // Without TCP_NODELAY, each streamed chunk after the first waits for
                     // the client's delayed ACK (Nagle): up to 40 ms per chunk on Linux.
                     let _ = tcp.set_nodelay(true);
-                    let service = hyper_util::service::TowerToHyperService::new(app.clone());
-                    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+                    let clock = connection::Clock::new(bounds.limits);
+                    let io = connection::Watched::new(tcp, Arc::clone(&clock));
+                    let service = connection::Tracked::new(
+                        hyper_util::service::TowerToHyperService::new(app.clone()),
+                        Arc::clone(&clock),
+                    );
+                    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
                     let mut stop = stop.clone();
                     conns.spawn(async move {
+                        let _permit = permit;
                         let mut conn = std::pin::pin!(conn);
                         tokio::select! {
                             // A client that goes away is nothing to report.
                             _ = conn.as_mut() => return,
                             _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+                            // Dropping the connection closes it.
+                            why = clock.expired() => {
+                                tracing::debug!(?why, "closing a client connection");
+                                return;
+                            }
                         }
                         let _ = conn.await;
                     });
@@ -384,15 +532,85 @@ mod tests {
 
     #[test]
     fn host_names_lose_their_port() {
-        let mut h = HeaderMap::new();
-        for (raw, want) in [
-            ("localhost:8000", "localhost"),
-            ("127.0.0.1", "127.0.0.1"),
-            ("[::1]:8000", "[::1]"),
-            ("Evil.Example:80", "evil.example"),
+        for (raw, name, port) in [
+            ("localhost:8000", "localhost", Some("8000")),
+            ("127.0.0.1", "127.0.0.1", None),
+            ("[::1]:8000", "[::1]", Some("8000")),
+            ("[::1]", "[::1]", None),
+            ("Evil.Example:80", "Evil.Example", Some("80")),
+            ("localhost:", "localhost", Some("")),
         ] {
-            h.insert(header::HOST, HeaderValue::from_static(raw));
-            assert_eq!(host_name(&h).as_deref(), Some(want));
+            assert_eq!(parse_host(raw), Some(HostPort { name, port }), "{raw}");
+        }
+    }
+
+    #[test]
+    fn host_values_the_guard_cannot_read_are_not_parsed() {
+        for bad in [
+            "",
+            "[::1]evil.com",
+            "[::1]:80evil",
+            "[::1]:evil.com",
+            "[]",
+            "[::1",
+            "[evil.com]",
+            "localhost:8000:1",
+            "localhost:80x",
+            "localhost:123456",
+            "user@localhost",
+            "local host",
+            "localhost/path",
+            "evil.com\\@localhost",
+            ":8000",
+        ] {
+            assert_eq!(parse_host(bad), None, "{bad:?}");
+        }
+    }
+
+    fn guarded(raw_hosts: &[&[u8]], uri: &str) -> Result<String, String> {
+        let mut req = Request::builder().uri(uri);
+        for h in raw_hosts {
+            req = req.header(header::HOST, HeaderValue::from_bytes(h).expect("value"));
+        }
+        let req = req.body(axum::body::Body::empty()).expect("request");
+        request_host(&req).map(|h| h.name.to_string())
+    }
+
+    #[test]
+    fn the_request_host_is_refused_unless_it_is_one_readable_value_matching_the_target() {
+        assert_eq!(
+            guarded(&[b"localhost:8000"], "/status"),
+            Ok("localhost".into())
+        );
+        assert_eq!(
+            guarded(&[b"localhost:8000"], "http://LOCALHOST:8000/status"),
+            Ok("localhost".into())
+        );
+        let refused = [
+            (guarded(&[], "/status"), "no Host header"),
+            (
+                guarded(&[b"localhost", b"evil.com"], "/status"),
+                "more than one Host header",
+            ),
+            (guarded(&[b"local\xffhost"], "/status"), "not plain ASCII"),
+            (
+                guarded(&[b"[::1]evil.com"], "/status"),
+                "is not a host name",
+            ),
+            (
+                guarded(&[b"localhost:8000"], "http://evil.com/status"),
+                "the request target names",
+            ),
+            (
+                guarded(&[b"localhost:8000"], "http://localhost:9/status"),
+                "the request target names",
+            ),
+        ];
+        for (got, why) in refused {
+            assert!(
+                got.as_ref().is_err_and(|e| e.contains(why)),
+                "{got:?}: {why}"
+            );
         }
     }
 }

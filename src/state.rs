@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use crate::config::ProviderConfig;
 use crate::engine::Engine;
 use crate::pool::ProviderRecord;
+use crate::upstream::hint::MAX_PROVIDER_WAIT;
 
 /// The state file's name inside the data dir.
 pub const STATE_FILE: &str = "state.json";
@@ -35,6 +36,10 @@ const FORMAT: u32 = 1;
 
 /// Writes are at least this far apart: the most a `kill -9` can lose.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The largest state file read (4 MiB): a real one is a few KiB; anything larger is
+/// moved aside like a corrupt file rather than read whole.
+const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// After a failed write, try again this long later even if nothing changes meanwhile.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
@@ -73,6 +78,15 @@ pub enum StateError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// The file is not one to read: not a regular file (a FIFO would block start-up),
+    /// too large, or not read in time (see [`crate::files`]).
+    #[error("{} {reason}", path.display())]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// Why, in words.
+        reason: crate::files::Refusal,
     },
     /// The file is not a state file this version understands.
     #[error("{path} is not a valid state file: {reason}")]
@@ -134,7 +148,7 @@ pub async fn start(engine: &Engine, data_dir: &Path) -> StateStore {
     match loaded {
         Loaded::Missing => tracing::debug!("no saved state at {}", path.display()),
         Loaded::Found(file) => {
-            let records = prepare(file, &engine.pool.configs());
+            let records = prepare(file, &engine.pool.configs(), Utc::now());
             engine.pool.restore(&records, Utc::now());
             tracing::info!(
                 providers = records.len(),
@@ -247,6 +261,11 @@ impl Writer {
     async fn write(&mut self) {
         let (file, providers) = saved(&self.engine, Utc::now());
         if self.written.as_ref() == Some(&providers) {
+            // Back to what the file holds (a toggle undone): nothing is left unsaved.
+            if self.failing {
+                self.failing = false;
+                self.engine.pool.set_state_error(None);
+            }
             return;
         }
         let path = self.path.clone();
@@ -263,16 +282,20 @@ impl Writer {
             Ok(()) => {
                 if self.failing {
                     tracing::info!("state saved again to {}", self.path.display());
+                    self.engine.pool.set_state_error(None);
                 }
                 self.failing = false;
                 self.written = Some(providers);
             }
             Err(e) => {
                 if !self.failing {
-                    tracing::warn!(
+                    let message = format!(
                         "{}; counters and cooldowns are not being saved (retrying)",
                         error_chain(&e)
                     );
+                    tracing::warn!("{message}");
+                    // Shown in /status and the menu until a save works again.
+                    self.engine.pool.set_state_error(Some(message));
                 }
                 self.failing = true;
             }
@@ -316,7 +339,16 @@ fn saved(engine: &Engine, now: DateTime<Utc>) -> (StateFile, BTreeMap<String, Sa
 /// Turns saved providers into records for [`Pool::restore`](crate::pool::Pool::restore),
 /// applying what a reload would: an `enabled` edited in the file while the agent was down
 /// wins over the saved toggle, and a changed `base_url` drops cooldowns and rejections.
-fn prepare(file: StateFile, configs: &[Arc<ProviderConfig>]) -> HashMap<String, ProviderRecord> {
+/// No saved cooldown outlasts [`MAX_PROVIDER_WAIT`] from `now` (a file written before
+/// provider waits were capped may hold one that ends in the year 9999).
+fn prepare(
+    file: StateFile,
+    configs: &[Arc<ProviderConfig>],
+    now: DateTime<Utc>,
+) -> HashMap<String, ProviderRecord> {
+    let latest = chrono::Duration::from_std(MAX_PROVIDER_WAIT)
+        .ok()
+        .and_then(|w| now.checked_add_signed(w));
     file.providers
         .into_iter()
         .filter_map(|(name, saved)| {
@@ -332,6 +364,9 @@ fn prepare(file: StateFile, configs: &[Arc<ProviderConfig>]) -> HashMap<String, 
                     k.cooldown_reason = None;
                 }
             }
+            for k in record.keys.values_mut() {
+                k.cooldown_until = k.cooldown_until.map(|t| latest.map_or(t, |l| t.min(l)));
+            }
             Some((name, record))
         })
         .collect()
@@ -339,7 +374,8 @@ fn prepare(file: StateFile, configs: &[Arc<ProviderConfig>]) -> HashMap<String, 
 
 /// Reads the state file; a bad one is moved aside.
 fn load(path: &Path) -> Loaded {
-    let error = match std::fs::read(path) {
+    use crate::files::ReadError;
+    let error = match crate::files::read(path, MAX_STATE_BYTES) {
         Ok(bytes) => match parse(&bytes) {
             Ok(file) => return Loaded::Found(file),
             Err(reason) => StateError::Corrupt {
@@ -347,13 +383,26 @@ fn load(path: &Path) -> Loaded {
                 reason,
             },
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Missing,
-        Err(source) => StateError::Read {
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Loaded::Missing
+        }
+        Err(ReadError::Io(source)) => StateError::Read {
             path: path.to_path_buf(),
             source,
         },
+        Err(ReadError::Refused(reason)) => StateError::Refused {
+            path: path.to_path_buf(),
+            reason,
+        },
     };
-    let moved_to = move_aside(path, Utc::now());
+    let moved_to = match &error {
+        // A file system that does not answer a read would not answer a rename either.
+        StateError::Refused {
+            reason: crate::files::Refusal::TimedOut(_),
+            ..
+        } => Err(std::io::Error::other("the file system is not answering")),
+        _ => move_aside(path, Utc::now()),
+    };
     Loaded::Bad { error, moved_to }
 }
 
@@ -397,18 +446,35 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         .file_name()
         .map_or_else(|| STATE_FILE.into(), |n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{name}.tmp"));
+    // Whatever fails (or panics) after the temp file exists, it does not stay behind.
+    let mut cleanup = RemoveOnDrop(Some(&tmp));
     let written = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(e));
+    match written {
+        Ok(()) => cleanup.0 = None,
+        Err(e) => return Err(err(e)),
     }
     sync_dir(dir);
     Ok(())
+}
+
+/// Removes a file when dropped, unless disarmed (its path taken out).
+struct RemoveOnDrop<'a>(Option<&'a Path>);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            if let Err(e) = std::fs::remove_file(path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("cannot remove {}: {e}", path.display());
+                }
+            }
+        }
+    }
 }
 
 /// Makes the rename itself durable. Some file systems refuse to sync a directory; the
@@ -436,6 +502,7 @@ mod tests {
                 cooldown_reason: Some("429".into()),
                 auth_failed: true,
                 request_count: 4,
+                out_of_tier: BTreeMap::new(),
             },
         );
         let mut providers = BTreeMap::new();
@@ -452,6 +519,9 @@ mod tests {
                     total_tokens: 400,
                     last_error: None,
                     keys,
+                    retired: BTreeMap::new(),
+                    gone: None,
+                    marks_for: String::new(),
                 },
             },
         );
@@ -468,7 +538,9 @@ mod tests {
             base_url: base_url.into(),
             chat_url: reqwest::Url::parse(&format!("{base_url}/chat/completions")).expect("url"),
             model: "m".into(),
+            preferred: vec!["m".into()],
             models: vec![],
+            list_all_models: false,
             priority: 1,
             enabled,
             api_key_env: vec![],
@@ -529,18 +601,89 @@ mod tests {
     #[test]
     fn restoring_applies_config_edits_made_while_stopped() {
         let url = "https://api.groq.com/openai/v1";
-        let same = prepare(sample(), &[provider(url, true)]);
+        let same = prepare(sample(), &[provider(url, true)], Utc::now());
         assert_eq!(same["groq"].enabled_override, Some(false));
         assert!(same["groq"].keys.values().all(|k| k.auth_failed));
 
-        let toggled_in_file = prepare(sample(), &[provider(url, false)]);
+        let toggled_in_file = prepare(sample(), &[provider(url, false)], Utc::now());
         assert_eq!(toggled_in_file["groq"].enabled_override, None);
 
-        let moved = prepare(sample(), &[provider("http://127.0.0.1:9/v1", true)]);
+        let moved = prepare(
+            sample(),
+            &[provider("http://127.0.0.1:9/v1", true)],
+            Utc::now(),
+        );
         let k = moved["groq"].keys.values().next().expect("key");
         assert!(!k.auth_failed && k.cooldown_until.is_none());
         assert_eq!(moved["groq"].total_tokens, 400);
 
-        assert!(prepare(sample(), &[]).is_empty());
+        assert!(prepare(sample(), &[], Utc::now()).is_empty());
+    }
+
+    #[test]
+    fn a_saved_cooldown_ends_within_seven_days_of_the_restart() {
+        let url = "https://api.groq.com/openai/v1";
+        let mut file = sample();
+        let far = DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
+            .expect("date")
+            .with_timezone(&Utc);
+        for p in file.providers.values_mut() {
+            for k in p.record.keys.values_mut() {
+                k.cooldown_until = Some(far);
+            }
+        }
+        let now = Utc::now();
+        let restored = prepare(file, &[provider(url, true)], now);
+        let k = restored["groq"].keys.values().next().expect("key");
+        assert_eq!(k.cooldown_until, Some(now + chrono::Duration::days(7)));
+        // A near one is kept as it was.
+        let near = prepare(sample(), &[provider(url, true)], now);
+        let k = near["groq"].keys.values().next().expect("key");
+        assert!(k
+            .cooldown_until
+            .is_some_and(|t| t < now + chrono::Duration::hours(2)));
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join(STATE_FILE);
+        // A directory where the file goes: the temp file is written, the rename fails.
+        std::fs::create_dir_all(path.join("in-the-way")).expect("mkdir");
+        let err = write_atomic(&path, b"{}").expect_err("rename over a directory");
+        assert!(matches!(err, StateError::Write { .. }), "{err}");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [STATE_FILE]);
+    }
+
+    #[test]
+    fn a_fifo_or_an_oversized_file_is_moved_aside_without_blocking() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join(STATE_FILE);
+        let status = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("mkfifo");
+        assert!(status.success());
+        let Loaded::Bad { error, moved_to } = load(&path) else {
+            panic!("read a FIFO");
+        };
+        assert!(
+            error.to_string().contains("is not a regular file (a FIFO)"),
+            "{error}"
+        );
+        assert!(moved_to.is_ok() && !path.exists());
+        std::fs::write(&path, vec![b' '; MAX_STATE_BYTES as usize + 1]).expect("write");
+        let Loaded::Bad { error, .. } = load(&path) else {
+            panic!("read an oversized file");
+        };
+        assert!(
+            error.to_string().contains("more than the 4.0 MiB allowed"),
+            "{error}"
+        );
     }
 }

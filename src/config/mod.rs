@@ -14,6 +14,29 @@ use std::time::Duration;
 
 pub use default::DEFAULT_CONFIG;
 
+/// The largest config file read (4 MiB): a real one is a few KiB, so anything this large
+/// is the wrong file, and reading it whole would only cost memory.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a config file's text: a regular file only, at most [`MAX_CONFIG_BYTES`], within
+/// [`crate::files::READ_TIMEOUT`] (see [`crate::files`]).
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    let bytes = crate::files::read(path, MAX_CONFIG_BYTES).map_err(|e| match e {
+        crate::files::ReadError::Refused(reason) => ConfigError::Refused {
+            path: path.to_path_buf(),
+            reason,
+        },
+        crate::files::ReadError::Io(source) => ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    String::from_utf8(bytes).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })
+}
+
 /// A configuration error with the place in the file it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -25,6 +48,16 @@ pub enum ConfigError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// The file exists but is not one to read: not a regular file (a FIFO standing in
+    /// for a hung mount, a device), larger than [`MAX_CONFIG_BYTES`], or not read within
+    /// [`crate::files::READ_TIMEOUT`].
+    #[error("config file {} {reason}", path.display())]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// Why, in words.
+        reason: crate::files::Refusal,
     },
     /// The file could not be written (first-run default config).
     #[error("cannot write config file {path}")]
@@ -120,6 +153,15 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long in-flight requests may run on after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a request's headers, from their first byte (or
+    /// from connecting); then the connection is closed.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive client connection may sit with no request in flight before
+    /// it is closed.
+    pub idle_timeout: Duration,
+    /// Most client connections open at once; further ones are closed as soon as they are
+    /// accepted.
+    pub max_connections: usize,
 }
 
 /// `[routing]`.
@@ -147,6 +189,11 @@ pub struct RoutingConfig {
     /// Longest time a streaming request may wait (across rotations) before its first
     /// byte reaches the client; kept under the 120 s after which clients give up.
     pub stream_start_timeout: Duration,
+    /// Longest a request waits for a cooling provider instead of getting a 429 (zero:
+    /// never waits).
+    pub max_wait: Duration,
+    /// Most requests waiting at once; past it, a 429 as without waiting.
+    pub max_waiting: usize,
 }
 
 /// `[log]`.
@@ -165,10 +212,17 @@ pub struct ProviderConfig {
     pub base_url: String,
     /// `base_url` + `/chat/completions`, parsed.
     pub chat_url: reqwest::Url,
-    /// Model sent when the client asks for "auto" or an unknown model.
+    /// Model sent when the client asks for "auto" or an unknown model: the first of
+    /// `preferred`.
     pub model: String,
+    /// The `model` preference list, in order (one entry when a single model is set): the
+    /// first one that is not retired is sent.
+    pub preferred: Vec<String>,
     /// Further model ids this provider serves.
     pub models: Vec<String>,
+    /// Whether `GET /v1/models` also lists everything the provider's catalog offers, as
+    /// `provider/model` ids.
+    pub list_all_models: bool,
     /// 1 = tried first.
     pub priority: u32,
     /// Enabled in the file (the runtime toggle may override).
@@ -184,7 +238,12 @@ pub struct ProviderConfig {
 impl ProviderConfig {
     /// Whether this provider serves `model` (its default model or one of `models`).
     pub fn serves(&self, model: &str) -> bool {
-        self.model == model || self.models.iter().any(|m| m == model)
+        self.preferred.iter().any(|m| m == model) || self.models.iter().any(|m| m == model)
+    }
+
+    /// Every configured model id: the preference list, then `models`.
+    pub fn configured_models(&self) -> impl Iterator<Item = &String> {
+        self.preferred.iter().chain(&self.models)
     }
 
     /// The URL for the models list (a cheap authenticated call).
@@ -204,10 +263,7 @@ impl Config {
 
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_text(path)?;
         Config::parse(&text, Some(path))
     }
 
@@ -287,19 +343,43 @@ impl Config {
 }
 
 /// Keeps a copy of a config file that just loaded at `dest` (written beside it and
-/// renamed into place; unchanged copies are not rewritten).
+/// renamed into place; unchanged copies are not rewritten). Both files are read like the
+/// config itself (regular files only, bounded), so this never hangs either.
 pub fn remember_last_good(src: &Path, dest: &Path) -> std::io::Result<()> {
-    let text = std::fs::read(src)?;
-    if std::fs::read(dest).is_ok_and(|old| old == text) {
+    let text =
+        crate::files::read(src, MAX_CONFIG_BYTES).map_err(crate::files::ReadError::into_io)?;
+    if crate::files::read(dest, MAX_CONFIG_BYTES).is_ok_and(|old| old == text) {
         return Ok(());
     }
     if let Some(dir) = dest.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // `copy` keeps the file's permissions (it may hold server.auth_token).
     let tmp = dest.with_extension("toml.tmp");
-    std::fs::copy(src, &tmp)?;
-    std::fs::rename(&tmp, dest)
+    let written = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        // Created with the file's permissions (it may hold server.auth_token).
+        #[cfg(unix)]
+        let mode = {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let mode = std::fs::metadata(src)?.permissions().mode() & 0o777;
+            options.mode(mode);
+            mode
+        };
+        let mut file = options.open(&tmp)?;
+        // Also when a temp file was left behind with other permissions.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        std::io::Write::write_all(&mut file, &text)?;
+        std::fs::rename(&tmp, dest)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]

@@ -39,6 +39,9 @@ struct RawServer {
     allowed_origins: Vec<String>,
     max_body_bytes: Option<Spanned<u64>>,
     shutdown_grace_secs: Option<u64>,
+    header_read_timeout_secs: Option<Spanned<u64>>,
+    idle_timeout_secs: Option<Spanned<u64>>,
+    max_connections: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +57,8 @@ struct RawRouting {
     stream_idle_timeout_secs: Option<Spanned<u64>>,
     max_attempts: Option<usize>,
     stream_start_timeout_secs: Option<Spanned<u64>>,
+    max_wait_secs: Option<u64>,
+    max_waiting: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,9 +79,10 @@ enum OneOrMany {
 struct RawProvider {
     name: Spanned<String>,
     base_url: Spanned<String>,
-    model: Spanned<String>,
+    model: Spanned<OneOrMany>,
     #[serde(default)]
     models: Vec<String>,
+    list_all_models: Option<bool>,
     priority: Option<Spanned<u32>>,
     enabled: Option<bool>,
     api_key_env: Option<Spanned<OneOrMany>>,
@@ -239,6 +245,25 @@ fn validate_server(s: RawServer, text: &str) -> Result<ServerConfig, Invalid> {
             .collect(),
         max_body_bytes,
         shutdown_grace: secs(s.shutdown_grace_secs, 10),
+        header_read_timeout: positive_secs(
+            text,
+            s.header_read_timeout_secs,
+            10,
+            "server.header_read_timeout_secs",
+        )?,
+        idle_timeout: positive_secs(text, s.idle_timeout_secs, 75, "server.idle_timeout_secs")?,
+        max_connections: match s.max_connections {
+            None => 1024,
+            Some(v) if *v.get_ref() == 0 => {
+                return Err(invalid_at(
+                    text,
+                    Some(v.span()),
+                    Some("server.max_connections".into()),
+                    "must be at least 1".into(),
+                ))
+            }
+            Some(v) => usize::try_from(*v.get_ref()).unwrap_or(usize::MAX),
+        },
     })
 }
 
@@ -290,6 +315,8 @@ fn validate_routing(r: RawRouting, text: &str) -> Result<RoutingConfig, Invalid>
         )?,
         max_attempts: r.max_attempts.unwrap_or(0),
         stream_start_timeout: stream_start_timeout(text, r.stream_start_timeout_secs)?,
+        max_wait: secs(r.max_wait_secs, 20),
+        max_waiting: r.max_waiting.unwrap_or(64),
     })
 }
 
@@ -364,10 +391,19 @@ fn validate_provider(
         }
     };
     let model_span = p.model.span();
-    let model = p.model.into_inner();
-    if model.trim().is_empty() {
-        return Err(at(model_span, "model", "must not be empty".into()));
+    // One model, or a preference list: the first one the provider still serves is used.
+    let preferred = match p.model.into_inner() {
+        OneOrMany::One(m) => vec![m],
+        OneOrMany::Many(list) => list,
+    };
+    if preferred.is_empty() || preferred.iter().any(|m| m.trim().is_empty()) {
+        return Err(at(
+            model_span,
+            "model",
+            "must be a model id or a non-empty list of model ids".into(),
+        ));
     }
+    let model = preferred[0].clone();
     let priority = match p.priority {
         None => 100,
         Some(s) if *s.get_ref() == 0 => {
@@ -407,7 +443,9 @@ fn validate_provider(
         base_url,
         chat_url,
         model,
+        preferred,
         models: p.models,
+        list_all_models: p.list_all_models.unwrap_or(false),
         priority,
         enabled: p.enabled.unwrap_or(true),
         api_key_env,

@@ -30,6 +30,50 @@ fn builtin_default_config_is_valid_and_lists_the_known_providers() {
 }
 
 #[test]
+fn the_default_config_prefers_current_models_and_says_when_they_were_checked() {
+    let cfg = Config::builtin().expect("default config parses");
+    for p in cfg.providers.iter().filter(|p| p.name != "ollama") {
+        assert!(p.preferred.len() >= 2, "{}: a preference list", p.name);
+    }
+    // Each cloud provider's list carries the date it was checked.
+    let checked = DEFAULT_CONFIG.matches("checked 2026-").count();
+    assert!(checked >= 7, "{checked}");
+    // Retired by their providers in 2026: never shipped again.
+    for gone in [
+        "llama-3.3-70b-versatile\"",
+        "\"llama-3.1-8b-instant",
+        "\"llama3.1-8b",
+        "\"grok-3-mini",
+        "\"gemini-2.5-flash\"",
+        "\"gemini-2.5-pro",
+    ] {
+        let live = DEFAULT_CONFIG
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .any(|l| l.split('#').next().unwrap_or("").contains(gone));
+        assert!(!live, "{gone} is still configured");
+    }
+    // A provider whose free tier ended is off by default.
+    assert!(!cfg.provider("cerebras").expect("cerebras").enabled);
+}
+
+#[test]
+fn every_config_example_in_the_readme_parses() {
+    let readme = include_str!("../../README.md");
+    let mut blocks = 0;
+    for block in readme.split("```toml").skip(1) {
+        let text = block.split("```").next().unwrap_or("");
+        if !text.contains("[[providers]]") && !text.contains("[server]") {
+            continue;
+        }
+        Config::parse(text, None)
+            .unwrap_or_else(|e| panic!("README example does not parse: {e}\n{text}"));
+        blocks += 1;
+    }
+    assert!(blocks >= 1, "no config example found in the README");
+}
+
+#[test]
 fn defaults_fill_in_missing_values() {
     let cfg = Config::parse(MINIMAL, None).expect("parses");
     assert_eq!(cfg.routing.default_cooldown, Duration::from_secs(60));
@@ -148,4 +192,63 @@ fn load_or_create_writes_the_commented_default() {
     assert!(text.contains("# llm-rotator configuration."));
     let (_, created_again) = Config::load_or_create(&path).expect("loaded");
     assert!(!created_again);
+}
+
+#[test]
+fn client_connection_limits_have_defaults_and_refuse_zero() {
+    let cfg = Config::parse(MINIMAL, None).expect("parses");
+    assert_eq!(cfg.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(cfg.server.idle_timeout, Duration::from_secs(75));
+    assert_eq!(cfg.server.max_connections, 1024);
+    let set =
+        "[server]\nheader_read_timeout_secs = 2\nidle_timeout_secs = 5\nmax_connections = 3\n";
+    let cfg = Config::parse(set, None).expect("parses");
+    assert_eq!(cfg.server.header_read_timeout, Duration::from_secs(2));
+    assert_eq!(cfg.server.idle_timeout, Duration::from_secs(5));
+    assert_eq!(cfg.server.max_connections, 3);
+    for key in [
+        "header_read_timeout_secs",
+        "idle_timeout_secs",
+        "max_connections",
+    ] {
+        let inv = invalid(&format!("[server]\n{key} = 0\n"));
+        assert_eq!(inv.key.as_deref(), Some(&*format!("server.{key}")), "{inv}");
+        assert_eq!(inv.line, Some(2), "{inv}");
+    }
+}
+
+#[test]
+fn a_config_file_that_is_not_a_regular_file_or_too_large_is_refused_with_why() {
+    let dir = tempfile::tempdir().expect("dir");
+    let err = Config::load(dir.path()).expect_err("a directory");
+    assert!(
+        err.to_string()
+            .ends_with("is not a regular file (a directory); only regular files are read, so that a pipe or a device cannot hang the agent"),
+        "{err}"
+    );
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, vec![b'#'; MAX_CONFIG_BYTES as usize + 1]).expect("write");
+    let err = Config::load(&big).expect_err("too large");
+    assert!(matches!(err, ConfigError::Refused { .. }), "{err}");
+    assert!(
+        err.to_string().contains("more than the 4.0 MiB allowed"),
+        "{err}"
+    );
+    // The last good copy keeps the file's permissions.
+    let src = dir.path().join("config.toml");
+    std::fs::write(&src, MINIMAL).expect("write");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let dest = dir.path().join("data").join("config.last-good.toml");
+    remember_last_good(&src, &dest).expect("copy");
+    assert_eq!(std::fs::read_to_string(&dest).expect("copy"), MINIMAL);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dest).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }

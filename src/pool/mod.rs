@@ -8,7 +8,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use chrono::{DateTime, Local, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::catalog::Catalog;
 use crate::config::{ProviderConfig, RoutingConfig};
 use crate::secrets::{ApiKey, ProviderKey};
 use crate::upstream::scrub::KeyMask;
@@ -96,11 +97,55 @@ pub enum Outcome {
         /// Short description of the provider's answer (for `last_error`).
         reason: String,
     },
+    /// The model sent is retired or unknown at this provider (Groq
+    /// `model_decommissioned`, OpenAI `model_not_found`, Gemini "models/… is not found",
+    /// Mistral "Invalid model", OpenRouter "No endpoints found"): the (provider, model)
+    /// pair is skipped until the config or the key changes.
+    ModelRetired {
+        /// What the provider said.
+        reason: String,
+    },
+    /// The key may not use the model sent (Gemini's free tier answers `limit: 0` for
+    /// paid-only models): the (key, model) pair is skipped until the key or config
+    /// changes.
+    NotInTier {
+        /// What the provider said.
+        reason: String,
+    },
+    /// 410 Gone: the whole endpoint was retired (GitHub Models); the provider is skipped
+    /// until its config changes.
+    ProviderGone {
+        /// What the provider said.
+        reason: String,
+    },
     /// A client error relayed unchanged (400, 404, 413, 422...): no cooldown.
     Relayed {
         /// HTTP status.
         status: u16,
     },
+}
+
+/// What one provider can be asked for (see [`Pool::offered_models`]).
+#[derive(Debug, Clone, Default)]
+pub struct Offered {
+    /// The endpoint is gone (410).
+    pub gone: bool,
+    /// Models it said are retired.
+    pub retired: std::collections::HashSet<String>,
+    /// Its catalog's models that have not shut down; `None` when the catalog is unknown.
+    pub listed: Option<std::collections::HashSet<String>>,
+    /// Its whole catalog, sorted (empty when unknown).
+    pub catalog: Vec<String>,
+}
+
+impl Offered {
+    /// Whether a configured model is still offered: not retired, and listed by the
+    /// catalog (or the catalog is unknown).
+    pub fn serves(&self, model: &str) -> bool {
+        !self.gone
+            && !self.retired.contains(model)
+            && self.listed.as_ref().is_none_or(|l| l.contains(model))
+    }
 }
 
 /// Why [`Pool::pick`] found nothing: the shape of the error the client gets.
@@ -133,6 +178,9 @@ pub struct KeyRecord {
     pub auth_failed: bool,
     /// Requests today on this key.
     pub request_count: u64,
+    /// Models this key may not use (model → what the provider said).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub out_of_tier: BTreeMap<String, String>,
 }
 
 /// Persisted, per provider.
@@ -152,17 +200,34 @@ pub struct ProviderRecord {
     pub last_error: Option<String>,
     /// Per key, by fingerprint-independent key hash (see [`key_hash`]).
     pub keys: HashMap<String, KeyRecord>,
+    /// Retired models (model → what the provider said), valid while `marks_for` matches.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retired: BTreeMap<String, String>,
+    /// Why the whole provider is gone (410), valid while `marks_for` matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone: Option<String>,
+    /// The config and keys the marks were made under (see [`ProviderState::marks_key`]):
+    /// a change clears them.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub marks_for: String,
 }
 
 /// A stable, non-reversible id for a key, for matching persisted records to keys without
 /// storing any part of the key (FNV-1a over the key bytes, salted with the provider name).
 pub fn key_hash(provider: &str, key: Option<&ApiKey>) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes = provider
+    let bytes: Vec<u8> = provider
         .as_bytes()
         .iter()
         .chain(b"\0")
-        .chain(key.map_or(&b""[..], |k| k.expose().as_bytes()));
+        .chain(key.map_or(&b""[..], |k| k.expose().as_bytes()))
+        .copied()
+        .collect();
+    fnv_hex(&bytes)
+}
+
+/// FNV-1a, as 16 hex digits.
+fn fnv_hex(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
@@ -181,6 +246,8 @@ struct KeyState {
     consecutive_429: u32,
     auth_failed: bool,
     request_count: u64,
+    /// Models this key may not use (a paid-only model on a free key).
+    out_of_tier: BTreeMap<String, String>,
     /// Tokens left in the provider's current token window and when it refills, from the
     /// last answer's rate-limit headers (not persisted: it is minutes long).
     token_budget: Option<(u64, DateTime<Utc>)>,
@@ -213,6 +280,14 @@ struct ProviderState {
     total_tokens: u64,
     last_error: Option<String>,
     next_key: usize,
+    /// Models the provider said are retired or unknown (model → what it said).
+    retired: BTreeMap<String, String>,
+    /// Why the whole provider is gone (a 410), if it is.
+    gone: Option<String>,
+    /// The provider's own list of models, when it could be read.
+    catalog: Option<Catalog>,
+    /// Why the last catalog read failed.
+    catalog_error: Option<String>,
 }
 
 impl ProviderState {
@@ -220,9 +295,92 @@ impl ProviderState {
         self.enabled_override.unwrap_or(self.config.enabled)
     }
 
+    /// The model this provider sends for `route` with key `k`: for "auto", the first of
+    /// its preference list that is not retired (nor out of the key's tier); for a named
+    /// model, that model if it is still served. `None` when it cannot serve the route.
+    fn model_for<'a>(&'a self, route: &'a Route, k: &KeyState) -> Option<&'a str> {
+        if self.gone.is_some() {
+            return None;
+        }
+        let ok = |m: &str| !self.retired.contains_key(m) && !k.out_of_tier.contains_key(m);
+        match route {
+            Route::Any => {
+                let listed = |m: &str| self.catalog_allows(m);
+                let mut usable = self
+                    .config
+                    .preferred
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|m| ok(m));
+                let first = usable.clone().find(|m| listed(m));
+                first.or_else(|| usable.next())
+            }
+            Route::Model(m) => (self.config.serves(m) && ok(m)).then_some(m.as_str()),
+            Route::Pinned { provider, model } => {
+                (self.config.name == *provider && ok(model)).then_some(model.as_str())
+            }
+        }
+    }
+
+    /// Whether every model of its preference list is retired (or the provider is gone):
+    /// it is skipped for "auto" until the config changes.
+    fn all_retired(&self) -> bool {
+        let unusable = |m: &String| {
+            self.retired.contains_key(m)
+                || (!self.keys.is_empty()
+                    && self.keys.iter().all(|k| k.out_of_tier.contains_key(m)))
+        };
+        self.gone.is_some() || self.config.preferred.iter().all(unusable)
+    }
+
+    /// The model "auto" uses now: the first preferred one not retired, preferring those
+    /// the catalog lists.
+    fn model_in_use(&self) -> Option<&str> {
+        if self.gone.is_some() {
+            return None;
+        }
+        let mut usable = self
+            .config
+            .preferred
+            .iter()
+            .map(String::as_str)
+            .filter(|m| !self.retired.contains_key(*m));
+        let first = usable.clone().find(|m| self.catalog_allows(m));
+        first.or_else(|| usable.next())
+    }
+
+    /// Whether the catalog (when known) lists `model` and does not say it has shut
+    /// down. A provider whose catalog lists none of its preferred models is trusted to
+    /// answer for itself: ids may be spelled differently in its list.
+    fn catalog_allows(&self, model: &str) -> bool {
+        self.catalog
+            .as_ref()
+            .is_none_or(|c| c.offers(model) && !c.shut_down(model))
+    }
+
+    /// What retired marks are valid for: the endpoint, the models and the keys. When any
+    /// of them changes, the marks are cleared.
+    fn marks_key(&self) -> String {
+        let mut text = format!("{}\n", self.config.base_url);
+        for m in self.config.configured_models() {
+            text.push_str(m);
+            text.push('\n');
+        }
+        let mut keys: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| key_hash(&self.config.name, k.key.as_ref()))
+            .collect();
+        keys.sort();
+        text.push_str(&keys.join(","));
+        fnv_hex(text.as_bytes())
+    }
+
     fn kind(&self, now: DateTime<Utc>) -> ProviderStateKind {
         if !self.enabled() {
             ProviderStateKind::Disabled
+        } else if self.all_retired() {
+            ProviderStateKind::ModelRetired
         } else if self.keys.is_empty() {
             ProviderStateKind::NoKey
         } else if self.keys.iter().all(|k| k.auth_failed) {
@@ -265,6 +423,10 @@ struct Inner {
     key_note: Option<String>,
     config_error: Option<String>,
     config_path: Option<String>,
+    /// Why `state.json` cannot be saved, while it cannot (see `crate::state`).
+    state_error: Option<String>,
+    /// Requests waiting for a provider to come back (see `proxy::wait`).
+    waiting: usize,
 }
 
 /// The shared provider state. Cheap to clone (an `Arc` inside).
@@ -272,6 +434,8 @@ struct Inner {
 pub struct Pool {
     inner: Arc<Mutex<Inner>>,
     version: Arc<watch::Sender<u64>>,
+    catalog_wanted: Arc<tokio::sync::Notify>,
+    catalog_rounds: Arc<watch::Sender<u64>>,
 }
 
 fn local_day(now: DateTime<Utc>) -> NaiveDate {
@@ -298,12 +462,16 @@ impl Pool {
             key_note: None,
             config_error: None,
             config_path: None,
+            state_error: None,
+            waiting: 0,
         };
         inner.apply(providers, keys, now);
         let (tx, _rx) = watch::channel(0);
         Pool {
             inner: Arc::new(Mutex::new(inner)),
             version: Arc::new(tx),
+            catalog_wanted: Arc::new(tokio::sync::Notify::new()),
+            catalog_rounds: Arc::new(watch::channel(0).0),
         }
     }
 
@@ -365,9 +533,12 @@ impl Pool {
             .enumerate()
             .filter(|(_, p)| p.enabled() && route_matches(route, &p.config))
             .filter(|(_, p)| {
-                p.keys
-                    .iter()
-                    .any(|k| k.usable(now) && k.fits(need, now) && !tried.contains(&k.id))
+                p.keys.iter().any(|k| {
+                    k.usable(now)
+                        && k.fits(need, now)
+                        && !tried.contains(&k.id)
+                        && p.model_for(route, k).is_some()
+                })
             })
             .map(|(i, p)| (p.config.priority, i))
             .collect();
@@ -387,17 +558,18 @@ impl Pool {
             .keys
             .iter()
             .enumerate()
-            .filter(|(_, k)| k.usable(now) && k.fits(need, now) && !tried.contains(&k.id))
+            .filter(|(_, k)| {
+                k.usable(now)
+                    && k.fits(need, now)
+                    && !tried.contains(&k.id)
+                    && p.model_for(route, k).is_some()
+            })
             .map(|(i, _)| i)
             .collect();
         let ki = usable[p.next_key % usable.len()];
         p.next_key = p.next_key.wrapping_add(1);
         let k = &p.keys[ki];
-        let model = match route {
-            Route::Any => p.config.model.clone(),
-            Route::Model(m) => m.clone(),
-            Route::Pinned { model, .. } => model.clone(),
-        };
+        let model = p.model_for(route, k).unwrap_or(&p.config.model).to_string();
         Some(Attempt {
             provider: Arc::clone(&p.config),
             key: k.key.clone(),
@@ -479,6 +651,29 @@ impl Pool {
                     k.cooldown_reason = Some(quota_reason(*until, now));
                     p.last_error = Some(stored(reason));
                 }
+                Outcome::ModelRetired { reason } => {
+                    tracing::warn!(
+                        provider = %p.config.name,
+                        model = %attempt.model,
+                        "the provider says this model is retired or unknown; skipping it until the config or key changes"
+                    );
+                    p.retired.insert(attempt.model.clone(), stored(reason));
+                    p.last_error = Some(stored(reason));
+                    // What does it offer instead? Read its catalog again now.
+                    self.catalog_wanted.notify_one();
+                }
+                Outcome::NotInTier { reason } => {
+                    k.out_of_tier.insert(attempt.model.clone(), stored(reason));
+                    p.last_error = Some(stored(reason));
+                }
+                Outcome::ProviderGone { reason } => {
+                    tracing::warn!(
+                        provider = %p.config.name,
+                        "the provider's endpoint is gone (HTTP 410); skipping it until its config changes"
+                    );
+                    p.gone = Some(stored(reason));
+                    p.last_error = Some(stored(reason));
+                }
                 Outcome::Relayed { .. } => {}
             }
         }
@@ -558,6 +753,159 @@ impl Pool {
         self.changed();
     }
 
+    /// How many requests wait for a provider to come back (shown in `/status` and the
+    /// menu).
+    pub fn set_waiting(&self, count: usize) {
+        {
+            let mut inner = self.lock();
+            if inner.waiting == count {
+                return;
+            }
+            inner.waiting = count;
+        }
+        self.changed();
+    }
+
+    /// Sets a provider's catalog. A model retired earlier that this catalog lists again
+    /// (after one that did not) gets its mark cleared.
+    pub fn set_catalog(&self, provider: &str, catalog: Option<Catalog>) {
+        {
+            let mut inner = self.lock();
+            let Some(p) = inner
+                .providers
+                .iter_mut()
+                .find(|p| p.config.name == provider)
+            else {
+                return;
+            };
+            if let Some(new) = &catalog {
+                let back: Vec<String> = p
+                    .retired
+                    .keys()
+                    .filter(|m| new.offers(m) && new.added.contains(m))
+                    .cloned()
+                    .collect();
+                for m in back {
+                    tracing::info!(provider, model = %m, "a retired model is listed again; trying it again");
+                    p.retired.remove(&m);
+                }
+            }
+            p.catalog = catalog;
+            p.catalog_error = None;
+        }
+        self.changed();
+    }
+
+    /// Notes why a provider's catalog could not be read (routing is not affected).
+    pub fn note_catalog_error(&self, provider: &str, error: String) {
+        let mut inner = self.lock();
+        if let Some(p) = inner
+            .providers
+            .iter_mut()
+            .find(|p| p.config.name == provider)
+        {
+            p.catalog_error = Some(error);
+        }
+    }
+
+    /// Each enabled provider with the key to read its catalog with (its first key that
+    /// was not rejected; none for keyless providers).
+    pub fn catalog_targets(&self) -> Vec<(Arc<ProviderConfig>, Option<ApiKey>)> {
+        let inner = self.lock();
+        inner
+            .providers
+            .iter()
+            .filter(|p| p.enabled())
+            .filter_map(|p| {
+                let key = p.keys.iter().find(|k| !k.auth_failed)?;
+                Some((Arc::clone(&p.config), key.key.clone()))
+            })
+            .collect()
+    }
+
+    /// Rings when a catalog should be read again now (a model was just reported
+    /// retired).
+    pub fn catalog_wanted(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.catalog_wanted)
+    }
+
+    /// Counts finished catalog rounds (for `POST /catalog/refresh` to wait on).
+    pub fn catalog_rounds(&self) -> watch::Receiver<u64> {
+        self.catalog_rounds.subscribe()
+    }
+
+    /// Called by the catalog task after each round.
+    pub fn catalog_round_done(&self) {
+        self.catalog_rounds.send_modify(|n| *n += 1);
+    }
+
+    /// Each provider's catalog (and why it is unknown), for `GET /catalog`.
+    pub fn catalogs(&self) -> Vec<(Arc<ProviderConfig>, Option<Catalog>, Option<String>)> {
+        let inner = self.lock();
+        inner
+            .providers
+            .iter()
+            .map(|p| {
+                (
+                    Arc::clone(&p.config),
+                    p.catalog.clone(),
+                    p.catalog_error.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Per provider, what it can be asked for now, for `GET /v1/models`.
+    pub fn offered_models(&self) -> HashMap<String, Offered> {
+        let inner = self.lock();
+        inner
+            .providers
+            .iter()
+            .map(|p| {
+                let offered = Offered {
+                    gone: p.gone.is_some(),
+                    retired: p.retired.keys().cloned().collect(),
+                    listed: p.catalog.as_ref().map(|c| {
+                        c.models
+                            .iter()
+                            .filter(|m| !c.shut_down(m))
+                            .cloned()
+                            .collect()
+                    }),
+                    catalog: p
+                        .catalog
+                        .as_ref()
+                        .map_or_else(Vec::new, |c| c.models.clone()),
+                };
+                (p.config.name.clone(), offered)
+            })
+            .collect()
+    }
+
+    /// For a route that names a model: when every provider listing it said it is retired
+    /// (or is gone), what each said, as "provider: text". `None` otherwise.
+    pub fn retired_on_route(&self, route: &Route) -> Option<Vec<String>> {
+        let model = match route {
+            Route::Any => return None,
+            Route::Model(m) | Route::Pinned { model: m, .. } => m,
+        };
+        let inner = self.lock();
+        let mut said = Vec::new();
+        for p in inner
+            .providers
+            .iter()
+            .filter(|p| route_matches(route, &p.config))
+        {
+            match (p.gone.as_ref(), p.retired.get(model)) {
+                (Some(why), _) | (None, Some(why)) => {
+                    said.push(format!("{}: {why}", p.config.name));
+                }
+                (None, None) => return None,
+            }
+        }
+        (!said.is_empty()).then_some(said)
+    }
+
     /// Why nothing can serve `route` right now.
     pub fn unavailable(&self, route: &Route, now: DateTime<Utc>) -> Unavailable {
         let inner = self.lock();
@@ -604,7 +952,8 @@ impl Pool {
         }
     }
 
-    /// Turns a provider on or off at runtime. Returns false for an unknown name.
+    /// Turns a provider on or off at runtime. Returns false for an unknown name. Turning
+    /// it on also clears its keys' rejections, cooldowns and benches.
     pub fn set_enabled(&self, name: &str, enabled: bool) -> bool {
         let found = {
             let mut inner = self.lock();
@@ -612,9 +961,13 @@ impl Pool {
                 Some(p) => {
                     p.enabled_override = (enabled != p.config.enabled).then_some(enabled);
                     if enabled {
-                        // Re-enabling is the user's way to say "try this key again".
+                        // Re-enabling is the user's way to say "try this key again": also
+                        // after a cooldown or bench the provider set (a far-off one, say).
                         for k in &mut p.keys {
                             k.auth_failed = false;
+                            k.cooldown_until = None;
+                            k.cooldown_reason = None;
+                            k.consecutive_429 = 0;
                         }
                     }
                     true
@@ -689,6 +1042,19 @@ impl Pool {
         self.changed();
     }
 
+    /// Records why the state file cannot be saved (None = saved again), so `/status` and
+    /// the menu say so, not only the log.
+    pub fn set_state_error(&self, error: Option<String>) {
+        {
+            let mut inner = self.lock();
+            if inner.state_error == error {
+                return;
+            }
+            inner.state_error = error;
+        }
+        self.changed();
+    }
+
     /// A read-only picture of everything, for `/status`, the tray and the CLI.
     pub fn snapshot(&self, now: DateTime<Utc>) -> Snapshot {
         let mut inner = self.lock();
@@ -722,6 +1088,7 @@ impl Pool {
                                 cooldown_reason: k.cooldown_reason.clone(),
                                 auth_failed: k.auth_failed,
                                 request_count: k.request_count,
+                                out_of_tier: k.out_of_tier.clone(),
                             },
                         )
                     })
@@ -736,6 +1103,9 @@ impl Pool {
                         total_tokens: p.total_tokens,
                         last_error: p.last_error.clone(),
                         keys,
+                        retired: p.retired.clone(),
+                        gone: p.gone.clone(),
+                        marks_for: p.marks_key(),
                     },
                 )
             })
@@ -755,6 +1125,11 @@ impl Pool {
                 p.total_requests = r.total_requests;
                 p.total_tokens = r.total_tokens;
                 p.last_error = r.last_error.clone();
+                // Retired marks made under another config or other keys are stale.
+                if r.marks_for == p.marks_key() {
+                    p.retired = r.retired.clone();
+                    p.gone = r.gone.clone();
+                }
                 let same_day = r.day == Some(today);
                 p.day = today;
                 p.request_count = if same_day { r.request_count } else { 0 };
@@ -766,6 +1141,7 @@ impl Pool {
                     k.cooldown_reason = k.cooldown_until.and(kr.cooldown_reason.clone());
                     k.auth_failed = kr.auth_failed;
                     k.request_count = if same_day { kr.request_count } else { 0 };
+                    k.out_of_tier = kr.out_of_tier.clone();
                 }
             }
         }
@@ -830,6 +1206,7 @@ impl Inner {
                             consecutive_429: 0,
                             auth_failed: false,
                             request_count: 0,
+                            out_of_tier: BTreeMap::new(),
                             token_budget: None,
                         }
                     }
@@ -842,8 +1219,14 @@ impl Inner {
                         // The user edited `enabled` in the file: the file wins.
                         p.enabled_override = None;
                     }
+                    let marks_for = p.marks_key();
                     p.config = Arc::clone(cfg);
                     p.keys = new_keys;
+                    if p.marks_key() != marks_for {
+                        // A new endpoint, model list or key: what was retired may serve.
+                        p.retired.clear();
+                        p.gone = None;
+                    }
                     p
                 }
                 None => ProviderState {
@@ -856,6 +1239,10 @@ impl Inner {
                     total_tokens: 0,
                     last_error: None,
                     next_key: 0,
+                    retired: BTreeMap::new(),
+                    gone: None,
+                    catalog: None,
+                    catalog_error: None,
                 },
             };
             self.providers.push(state);

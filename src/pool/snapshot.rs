@@ -20,6 +20,8 @@ pub enum ProviderStateKind {
     NoKey,
     /// Every key was rejected.
     AuthFailed,
+    /// Every model of its preference list is retired, or the endpoint is gone (410).
+    ModelRetired,
 }
 
 impl ProviderStateKind {
@@ -31,6 +33,7 @@ impl ProviderStateKind {
             ProviderStateKind::Disabled => "disabled",
             ProviderStateKind::NoKey => "no_key",
             ProviderStateKind::AuthFailed => "auth_failed",
+            ProviderStateKind::ModelRetired => "model_retired",
         }
     }
 }
@@ -89,6 +92,78 @@ pub struct ProviderSnapshot {
     pub last_error: Option<String>,
     /// Per key.
     pub keys: Vec<KeySnapshot>,
+    /// The model "auto" is sent to now: the first of the preference list that is not
+    /// retired (`None` when every one is).
+    #[serde(default)]
+    pub model_in_use: Option<String>,
+    /// The `model` preference list, in order.
+    #[serde(default)]
+    pub preferred: Vec<String>,
+    /// Models the provider said are retired or unknown, with what it said.
+    #[serde(default)]
+    pub retired_models: std::collections::BTreeMap<String, String>,
+    /// Why the whole provider is gone (HTTP 410), if it is.
+    #[serde(default)]
+    pub gone: Option<String>,
+    /// When its model catalog was last read (RFC 3339 UTC); `None`: catalog unknown.
+    #[serde(default)]
+    pub catalog_fetched_at: Option<String>,
+    /// How many models its catalog lists.
+    #[serde(default)]
+    pub catalog_models: usize,
+    /// A few models its catalog offers (new ones first), to pick from when one retires.
+    #[serde(default)]
+    pub offers: Vec<String>,
+}
+
+impl ProviderSnapshot {
+    /// For a provider skipped because its models are retired: "model retired: X (what
+    /// the provider said)", or why the endpoint is gone. The one wording `/status`
+    /// readers, the CLI and the menu show.
+    pub fn retired_text(&self) -> Option<String> {
+        if let Some(gone) = &self.gone {
+            return Some(format!("endpoint retired: {gone}"));
+        }
+        if self.state != ProviderStateKind::ModelRetired {
+            return None;
+        }
+        let names: Vec<&str> = self.preferred.iter().map(String::as_str).collect();
+        let said = self
+            .preferred
+            .first()
+            .and_then(|m| self.retired_models.get(m))
+            .or(self.last_error.as_ref())
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        let offers = if self.offers.is_empty() {
+            String::new()
+        } else {
+            format!("; provider offers {}", self.offers.join(", "))
+        };
+        Some(format!(
+            "model retired: {}{said}{offers}; set another model in the config",
+            names.join(", ")
+        ))
+    }
+
+    /// The model "auto" goes to, with the retired ones it stepped over:
+    /// "gpt-oss-20b (gpt-oss-120b retired)".
+    pub fn model_shown(&self) -> String {
+        let Some(in_use) = &self.model_in_use else {
+            return self.model.clone();
+        };
+        let skipped: Vec<&str> = self
+            .preferred
+            .iter()
+            .take_while(|m| *m != in_use)
+            .map(String::as_str)
+            .collect();
+        if skipped.is_empty() {
+            in_use.clone()
+        } else {
+            format!("{in_use} ({} retired)", skipped.join(", "))
+        }
+    }
 }
 
 /// The config file's state.
@@ -111,6 +186,13 @@ pub struct Snapshot {
     pub config: ConfigSnapshot,
     /// When this snapshot was taken (RFC 3339 UTC).
     pub generated_at: String,
+    /// Requests waiting for a provider to come back from its cooldown.
+    #[serde(default)]
+    pub waiting: usize,
+    /// Why the state file (counters, cooldowns, toggles) cannot be saved, while it
+    /// cannot; `None` when it is saved.
+    #[serde(default)]
+    pub state_error: Option<String>,
 }
 
 impl Snapshot {
@@ -129,6 +211,9 @@ impl Snapshot {
             .count()
     }
 }
+
+/// How many of a catalog's models a snapshot names as alternatives.
+const OFFERS_SHOWN: usize = 5;
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -195,6 +280,24 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
                 cooldown_reason: reason,
                 last_error: p.last_error.clone(),
                 keys,
+                model_in_use: p.model_in_use().map(str::to_string),
+                preferred: p.config.preferred.clone(),
+                retired_models: p.retired.clone(),
+                gone: p.gone.clone(),
+                catalog_fetched_at: p.catalog.as_ref().map(|c| rfc3339(c.fetched_at)),
+                catalog_models: p.catalog.as_ref().map_or(0, |c| c.models.len()),
+                offers: p.catalog.as_ref().map_or_else(Vec::new, |c| {
+                    let mut out: Vec<String> = Vec::new();
+                    for m in c.added.iter().chain(&c.models) {
+                        if out.len() == OFFERS_SHOWN {
+                            break;
+                        }
+                        if !p.retired.contains_key(m) && !c.shut_down(m) && !out.contains(m) {
+                            out.push(m.clone());
+                        }
+                    }
+                    out
+                }),
             }
         })
         .collect();
@@ -206,5 +309,7 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
             last_error: inner.config_error.clone(),
         },
         generated_at: rfc3339(now),
+        waiting: inner.waiting,
+        state_error: inner.state_error.clone(),
     }
 }

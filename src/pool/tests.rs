@@ -15,7 +15,9 @@ fn provider(name: &str, priority: u32, models: &[&str]) -> Arc<ProviderConfig> {
         chat_url: reqwest::Url::parse(&format!("http://127.0.0.1:1/{name}/chat/completions"))
             .expect("url"),
         model: format!("{name}-default"),
+        preferred: vec![format!("{name}-default")],
         models: models.iter().map(|m| (*m).to_string()).collect(),
+        list_all_models: false,
         priority,
         enabled: true,
         api_key_env: vec![],
@@ -337,9 +339,18 @@ fn records_round_trip_without_the_key() {
     let s = pool2.snapshot(t0() + chrono::Duration::seconds(10));
     assert!(!s.providers[0].enabled);
     assert_eq!(s.providers[0].request_count, 1);
+    let restored = pool2.records(t0() + chrono::Duration::seconds(10));
+    let key = restored["a"].keys.values().next().expect("key record");
+    assert_eq!(
+        key.cooldown_until,
+        Some(t0() + chrono::Duration::seconds(100)),
+        "the cooldown survives"
+    );
+    // Enabling it by hand is the user saying "try it now": the cooldown goes.
     pool2.set_enabled("a", true);
     let s = pool2.snapshot(t0() + chrono::Duration::seconds(10));
-    assert_eq!(s.providers[0].cooldown_remaining_secs, 90);
+    assert_eq!(s.providers[0].cooldown_remaining_secs, 0);
+    assert_eq!(s.providers[0].state, ProviderStateKind::Ready);
 }
 
 fn local(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {

@@ -8,6 +8,7 @@ pub mod body;
 mod contract;
 pub mod error;
 mod stream;
+pub mod wait;
 
 use std::time::Instant;
 
@@ -25,6 +26,10 @@ use crate::pool::{route_for, Attempt, Outcome, Unavailable};
 use crate::upstream::{self, limits, Verdict};
 use body::{BodyError, ChatBody};
 use error::ApiError;
+
+/// Of a stream's start budget, what is kept for sending after a wait for a cooling
+/// provider: a stream waits at most until this long before its budget runs out.
+const STREAM_SEND_RESERVE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `X-Provider`: who answered.
 pub const X_PROVIDER: &str = "x-provider";
@@ -84,136 +89,201 @@ pub async fn chat_completions(State(engine): State<Engine>, body: Body) -> Respo
             limit
         }
     };
+    // Waiting for a cooling provider ends this long after the request came (for a
+    // stream, early enough in its start budget to still be sent).
+    let wait_deadline = {
+        let by = tokio::time::Instant::now() + routing.max_wait;
+        if stream {
+            by.min(start_deadline - STREAM_SEND_RESERVE.min(routing.stream_start_timeout))
+        } else {
+            by
+        }
+    };
+    let mut seat: Option<wait::Seat> = None;
+    let mut attempts = 0usize;
     loop {
-        if routing.max_attempts > 0 && tried.len() >= routing.max_attempts {
+        loop {
+            if routing.max_attempts > 0 && attempts >= routing.max_attempts {
+                break;
+            }
+            if wait_for(routing.first_byte_timeout).is_zero() {
+                hard_failure = true;
+                failures.push(format!(
+                    "no provider started answering within routing.stream_start_timeout_secs ({}s)",
+                    routing.stream_start_timeout.as_secs()
+                ));
+                break;
+            }
+            let Some(attempt) = engine
+                .pool
+                .pick_for(&route, &tried, need_tokens, Utc::now())
+            else {
+                break;
+            };
+            // Going on: the next waiting request for this route may go too.
+            seat = None;
+            attempts += 1;
+            tried.push(attempt.key_id);
+            names.push(attempt.provider.name.clone());
+            // One retry without a parameter the provider named in a 400/422.
+            let mut also_drop: Vec<String> = Vec::new();
+            let outcome = loop {
+                let upstream_body =
+                    chat.shaped(&attempt.model, &attempt.provider.quirks, &also_drop);
+                let sent = upstream::send(
+                    &engine.client,
+                    &attempt,
+                    upstream_body,
+                    stream,
+                    wait_for(routing.first_byte_timeout),
+                )
+                .await;
+                let resp = match sent {
+                    Ok(r) => r,
+                    Err(fail) => break fail.outcome(),
+                };
+                let status = resp.status();
+                if status.is_success() {
+                    proactive_rotation(&engine, &attempt, resp.headers());
+                    let result = if stream {
+                        stream::relay(
+                            &engine,
+                            &attempt,
+                            resp,
+                            wait_for(routing.first_byte_timeout),
+                            routing.stream_idle_timeout,
+                            usage_for,
+                        )
+                        .await
+                        .map(|r| (r, None))
+                    } else {
+                        relay_json(&engine, &attempt, resp, routing.request_timeout).await
+                    };
+                    match result {
+                        Ok((response, tokens)) => {
+                            log_answered(
+                                &names,
+                                &attempt.model,
+                                response.status().as_u16(),
+                                stream,
+                                started.elapsed().as_millis() as u64,
+                                tokens.unwrap_or(0),
+                            );
+                            return response;
+                        }
+                        Err(outcome) => break outcome,
+                    }
+                }
+                // A failure status: read the (small) error body to classify it.
+                let headers = resp.headers().clone();
+                let err_body = tokio::time::timeout(routing.first_byte_timeout, resp.bytes())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                match upstream::classify(
+                    attempt.provider.quirks.kind,
+                    status,
+                    &headers,
+                    &err_body,
+                    attempt.key.as_ref(),
+                    Utc::now(),
+                ) {
+                    Verdict::Rotate(outcome) => break outcome,
+                    Verdict::RetryWithout(param)
+                        if also_drop.is_empty()
+                            && chat.has(&param)
+                            && !matches!(param.as_str(), "model" | "messages") =>
+                    {
+                        tracing::info!(
+                            provider = %attempt.provider.name,
+                            param = %param,
+                            status = status.as_u16(),
+                            "provider refused a parameter; retrying once without it"
+                        );
+                        also_drop.push(param);
+                    }
+                    Verdict::RetryWithout(_) | Verdict::Relay => {
+                        engine.pool.report(
+                            &attempt,
+                            &Outcome::Relayed {
+                                status: status.as_u16(),
+                            },
+                            Utc::now(),
+                        );
+                        tracing::info!(
+                            providers = %names.join(","),
+                            model = %attempt.model,
+                            status = status.as_u16(),
+                            attempts,
+                            stream,
+                            latency_ms = started.elapsed().as_millis() as u64,
+                            "request relayed a provider error"
+                        );
+                        return relay_error(&attempt, status, &headers, err_body);
+                    }
+                }
+            };
+            // A retired model is the provider's problem, not the request's: it moves on
+            // as after a rate limit.
+            hard_failure |= !matches!(
+                outcome,
+                Outcome::RateLimited { .. }
+                    | Outcome::QuotaExhausted { .. }
+                    | Outcome::ModelRetired { .. }
+                    | Outcome::NotInTier { .. }
+                    | Outcome::ProviderGone { .. }
+            );
+            failures.push(describe(&attempt, &outcome_text(&outcome)));
+            engine.pool.report(&attempt, &outcome, Utc::now());
+            if matches!(
+                outcome,
+                Outcome::ModelRetired { .. } | Outcome::NotInTier { .. }
+            ) {
+                // The key may still serve the next model of the provider's preference
+                // list (the pool now skips the one refused), within this same request.
+                tried.retain(|k| *k != attempt.key_id);
+            }
+        }
+        // Nothing can serve it now. When every provider that could is cooling down and the
+        // first is back soon enough, wait for it rather than answer 429.
+        if hard_failure || (routing.max_attempts > 0 && attempts >= routing.max_attempts) {
             break;
         }
-        if wait_for(routing.first_byte_timeout).is_zero() {
-            hard_failure = true;
-            failures.push(format!(
-                "no provider started answering within routing.stream_start_timeout_secs ({}s)",
-                routing.stream_start_timeout.as_secs()
-            ));
-            break;
-        }
-        let Some(attempt) = engine
-            .pool
-            .pick_for(&route, &tried, need_tokens, Utc::now())
+        let Unavailable::AllCooling { retry_after, .. } =
+            engine.pool.unavailable(&route, Utc::now())
         else {
             break;
         };
-        tried.push(attempt.key_id);
-        names.push(attempt.provider.name.clone());
-        // One retry without a parameter the provider named in a 400/422.
-        let mut also_drop: Vec<String> = Vec::new();
-        let outcome = loop {
-            let upstream_body = chat.shaped(&attempt.model, &attempt.provider.quirks, &also_drop);
-            let sent = upstream::send(
-                &engine.client,
-                &attempt,
-                upstream_body,
-                stream,
-                wait_for(routing.first_byte_timeout),
-            )
-            .await;
-            let resp = match sent {
-                Ok(r) => r,
-                Err(fail) => break fail.outcome(),
-            };
-            let status = resp.status();
-            if status.is_success() {
-                proactive_rotation(&engine, &attempt, resp.headers());
-                let result = if stream {
-                    stream::relay(
-                        &engine,
-                        &attempt,
-                        resp,
-                        wait_for(routing.first_byte_timeout),
-                        routing.stream_idle_timeout,
-                        usage_for,
-                    )
-                    .await
-                    .map(|r| (r, None))
-                } else {
-                    relay_json(&engine, &attempt, resp, routing.request_timeout).await
-                };
-                match result {
-                    Ok((response, tokens)) => {
-                        log_answered(
-                            &names,
-                            &attempt.model,
-                            response.status().as_u16(),
-                            stream,
-                            started.elapsed().as_millis() as u64,
-                            tokens.unwrap_or(0),
-                        );
-                        return response;
-                    }
-                    Err(outcome) => break outcome,
-                }
-            }
-            // A failure status: read the (small) error body to classify it.
-            let headers = resp.headers().clone();
-            let err_body = tokio::time::timeout(routing.first_byte_timeout, resp.bytes())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            match upstream::classify(
-                attempt.provider.quirks.kind,
-                status,
-                &headers,
-                &err_body,
-                attempt.key.as_ref(),
-                Utc::now(),
-            ) {
-                Verdict::Rotate(outcome) => break outcome,
-                Verdict::RetryWithout(param)
-                    if also_drop.is_empty()
-                        && chat.has(&param)
-                        && !matches!(param.as_str(), "model" | "messages") =>
-                {
-                    tracing::info!(
-                        provider = %attempt.provider.name,
-                        param = %param,
-                        status = status.as_u16(),
-                        "provider refused a parameter; retrying once without it"
-                    );
-                    also_drop.push(param);
-                }
-                Verdict::RetryWithout(_) | Verdict::Relay => {
-                    engine.pool.report(
-                        &attempt,
-                        &Outcome::Relayed {
-                            status: status.as_u16(),
-                        },
-                        Utc::now(),
-                    );
-                    tracing::info!(
-                        providers = %names.join(","),
-                        model = %attempt.model,
-                        status = status.as_u16(),
-                        attempts = tried.len(),
-                        stream,
-                        latency_ms = started.elapsed().as_millis() as u64,
-                        "request relayed a provider error"
-                    );
-                    return relay_error(&attempt, status, &headers, err_body);
-                }
-            }
+        let until = tokio::time::Instant::now() + retry_after;
+        if until > wait_deadline {
+            break;
+        }
+        if seat.is_none() {
+            seat = engine
+                .waiting
+                .enter(format!("{route:?}"), routing.max_waiting);
+        }
+        let Some(s) = &seat else {
+            break;
         };
-        hard_failure |= !matches!(
-            outcome,
-            Outcome::RateLimited { .. } | Outcome::QuotaExhausted { .. }
-        );
-        failures.push(describe(&attempt, &outcome_text(&outcome)));
-        engine.pool.report(&attempt, &outcome, Utc::now());
+        if s.wait(until).await.is_err() {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "shutting_down",
+                "llm-rotator is shutting down; retry in a moment",
+            )
+            .into_response();
+        }
+        // Keys that were tried are back from their cooldown: they may be tried again.
+        tried.clear();
     }
     let err = no_provider_error(&engine, &route, &failures, hard_failure);
     tracing::warn!(
         providers = %names.join(","),
         status = err.status.as_u16(),
-        attempts = tried.len(),
+        attempts,
         stream,
         latency_ms = started.elapsed().as_millis() as u64,
         "request failed: {}",
@@ -265,6 +335,9 @@ fn outcome_text(o: &Outcome) -> String {
             "quota used up until {} ({reason})",
             until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ),
+        Outcome::ModelRetired { reason }
+        | Outcome::NotInTier { reason }
+        | Outcome::ProviderGone { reason } => reason.clone(),
         Outcome::Success { .. } => "ok".into(),
         Outcome::Relayed { status } => format!("HTTP {status}"),
     }
@@ -280,6 +353,19 @@ fn no_provider_error(
     failures: &[String],
     hard_failure: bool,
 ) -> ApiError {
+    if let Some(said) = engine.pool.retired_on_route(route) {
+        let mut e = ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!(
+                "no provider serves this model any more ({}); use \"auto\" or a model from GET /v1/models",
+                said.join("; ")
+            ),
+        );
+        e.providers = said;
+        return e;
+    }
     match engine.pool.unavailable(route, Utc::now()) {
         Unavailable::AllCooling {
             retry_after,
@@ -466,14 +552,31 @@ async fn relay_json(
 /// with no key set.
 pub async fn models(State(engine): State<Engine>) -> Response {
     let config = engine.config();
+    // From memory only: never the network, never a 429 or 503 (Osaurus takes those for
+    // a failed connection).
+    let offered = engine.pool.offered_models();
     let mut seen = std::collections::HashSet::new();
     let mut data =
         vec![json!({"id": "auto", "object": "model", "created": 0, "owned_by": "llm-rotator"})];
     seen.insert("auto".to_string());
     for p in &config.providers {
-        for m in std::iter::once(&p.model).chain(p.models.iter()) {
-            if seen.insert(m.clone()) {
+        let Some(o) = offered.get(&p.name) else {
+            continue;
+        };
+        for m in p.configured_models() {
+            if o.serves(m) && seen.insert(m.clone()) {
                 data.push(json!({"id": m, "object": "model", "created": 0, "owned_by": p.name}));
+            }
+        }
+    }
+    for p in config.providers.iter().filter(|p| p.list_all_models) {
+        let Some(o) = offered.get(&p.name) else {
+            continue;
+        };
+        for m in &o.catalog {
+            let id = format!("{}/{m}", p.name);
+            if seen.insert(id.clone()) {
+                data.push(json!({"id": id, "object": "model", "created": 0, "owned_by": p.name}));
             }
         }
     }

@@ -107,6 +107,7 @@ pub(super) async fn relay(
         reached: true,
     };
     let mut ended = false;
+    let first_tokens;
     // The events of the committing chunk that came after the first data event.
     let leftover: Vec<Bytes>;
     'wait: loop {
@@ -146,9 +147,7 @@ pub(super) async fn relay(
                     ))
                 }
                 Kind::Chunk | Kind::Done => {
-                    if let Some(t) = seen.tokens {
-                        engine.pool.add_tokens(&attempt.provider.name, t);
-                    }
+                    first_tokens = seen.tokens;
                     if seen.kind == Kind::Done {
                         if let Some(prompt) = usage_for.filter(|_| !fixer.usage_sent) {
                             queue.push_back(fixer.usage_chunk(prompt));
@@ -178,6 +177,7 @@ pub(super) async fn relay(
         engine: engine.clone(),
         attempt: attempt.clone(),
         usage_for,
+        tokens: first_tokens,
         closed: false,
     };
     for ev in leftover {
@@ -213,6 +213,10 @@ struct RelayState {
     /// When the client asked for usage: the prompt estimate for a usage chunk the
     /// provider leaves out.
     usage_for: Option<u64>,
+    /// The last token count the provider reported. Counted once, when the stream is
+    /// over: Groq reports the same usage twice (on the finish chunk and in a trailing
+    /// usage chunk).
+    tokens: Option<u64>,
     /// No more reading: the queue is the rest of the stream.
     closed: bool,
 }
@@ -223,8 +227,8 @@ impl RelayState {
             return;
         }
         let seen = self.fixer.event(ev);
-        if let Some(t) = seen.tokens {
-            self.engine.pool.add_tokens(&self.attempt.provider.name, t);
+        if seen.tokens.is_some() {
+            self.tokens = seen.tokens;
         }
         match seen.kind {
             Kind::Error(payload) => {
@@ -328,6 +332,15 @@ impl RelayState {
         self.engine.pool.note_error(&self.attempt, &msg);
         self.queue.push_back(error_event(&msg, kind));
         self.closed = true;
+    }
+}
+
+impl Drop for RelayState {
+    /// The stream is over (ended, failed, or the client left): its tokens are counted.
+    fn drop(&mut self) {
+        if let Some(t) = self.tokens.take() {
+            self.engine.pool.add_tokens(&self.attempt.provider.name, t);
+        }
     }
 }
 

@@ -256,13 +256,19 @@ pub fn state_text(p: &ProviderSnapshot) -> String {
         ProviderStateKind::Disabled => "disabled".into(),
         ProviderStateKind::NoKey => "no key".into(),
         ProviderStateKind::AuthFailed => "key rejected".into(),
+        ProviderStateKind::ModelRetired => "model retired".into(),
     }
 }
 
 /// A provider's row: name, requests today and state, e.g. "gemini — 12 today — cooling
 /// down 2:41".
 pub fn provider_label(p: &ProviderSnapshot) -> String {
-    format!("{} — {} today — {}", p.name, p.request_count, state_text(p))
+    let mut label = format!("{} — {} today — {}", p.name, p.request_count, state_text(p));
+    // A preference list that had to step past a retired model says where it landed.
+    if p.model_in_use.as_ref().is_some_and(|m| *m != p.model) {
+        label.push_str(&format!(" — on {}", p.model_shown()));
+    }
+    label
 }
 
 /// The second line under a provider row, when there is something to explain.
@@ -275,6 +281,11 @@ pub fn provider_detail(p: &ProviderSnapshot) -> Option<String> {
         }
         ProviderStateKind::NoKey => return Some(format!("    add one: Set API key… › {}", p.name)),
         ProviderStateKind::Disabled => return None,
+        ProviderStateKind::ModelRetired => {
+            return p
+                .retired_text()
+                .map(|t| format!("    {}", shorten(&t, MAX_DETAIL_CHARS)))
+        }
     };
     Some(format!("    {}", shorten(why, MAX_DETAIL_CHARS)))
 }
@@ -290,7 +301,9 @@ pub fn icon_for(snapshot: Option<&Snapshot>, bind_error: Option<&BindProblem>) -
     let troubled = snap.providers.iter().any(|p| {
         matches!(
             p.state,
-            ProviderStateKind::CoolingDown | ProviderStateKind::AuthFailed
+            ProviderStateKind::CoolingDown
+                | ProviderStateKind::AuthFailed
+                | ProviderStateKind::ModelRetired
         )
     });
     if troubled {
@@ -366,6 +379,16 @@ pub fn build(input: &MenuInput<'_>) -> MenuModel {
         ));
     }
     let mut counting_down = false;
+    if let Some(snap) = input.snapshot.filter(|s| s.waiting > 0) {
+        let n = snap.waiting;
+        items.push(Item::label(
+            "waiting",
+            format!(
+                "    {n} request{} waiting for a provider to come back",
+                if n == 1 { "" } else { "s" }
+            ),
+        ));
+    }
     if let Some(snap) = input.snapshot {
         if let Some(err) = &snap.config.last_error {
             items.push(Item::label(
@@ -374,6 +397,12 @@ pub fn build(input: &MenuInput<'_>) -> MenuModel {
                     "    Config not reloaded: {}",
                     shorten(err, MAX_DETAIL_CHARS)
                 ),
+            ));
+        }
+        if let Some(err) = &snap.state_error {
+            items.push(Item::label(
+                "state-error",
+                format!("    State not saved: {}", shorten(err, MAX_DETAIL_CHARS)),
             ));
         }
         items.push(Item::Separator);

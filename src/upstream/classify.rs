@@ -42,6 +42,10 @@ struct ErrorInfo {
     kind: String,
     quota_ids: Vec<String>,
     reasons: Vec<String>,
+    /// A `…FreeTier` quota violation with a value of 0 or none.
+    free_tier_zero: bool,
+    /// `error.details` holds `type.googleapis.com/google.rpc.…` entries.
+    google_rpc: bool,
 }
 
 fn text(v: Option<&Value>) -> String {
@@ -91,7 +95,29 @@ fn error_info(body: &[u8]) -> ErrorInfo {
         .filter_map(|d| d.get("reason").and_then(Value::as_str))
         .map(str::to_string)
         .collect();
+    let details: Vec<&Value> = error
+        .get("details")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    let google_rpc = details.iter().any(|d| {
+        d.get("@type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.contains("google.rpc."))
+    });
+    let free_tier_zero = details
+        .iter()
+        .filter_map(|d| d.get("violations").and_then(Value::as_array))
+        .flatten()
+        .any(|v| {
+            let id = v.get("quotaId").and_then(Value::as_str).unwrap_or_default();
+            let value = v.get("quotaValue").map(|q| text(Some(q)));
+            id.contains("FreeTier") && value.as_deref().is_none_or(|q| q == "0")
+        });
     ErrorInfo {
+        free_tier_zero,
+        google_rpc,
         reasons,
         message,
         code: text(error.get("code").or_else(|| top.get("code"))),
@@ -123,6 +149,61 @@ impl ErrorInfo {
             || self.lower().contains("api key not valid")
     }
 
+    /// The model is retired or unknown at this provider, in any provider's wording. Not
+    /// OpenRouter's "No endpoints found that support tool use" or "…matching your
+    /// guardrail restrictions": those models are alive.
+    fn model_gone(&self) -> bool {
+        let m = self.lower();
+        let code = self.code.to_ascii_lowercase();
+        let kind = self.kind.to_ascii_lowercase();
+        let live_model = m.contains("that support") || m.contains("guardrail");
+        !live_model
+            && (matches!(
+                code.as_str(),
+                "model_decommissioned" | "model_not_found" | "model_archived" | "invalid_model"
+            ) || kind == "invalid_model"
+                || m.contains("has been decommissioned")
+                || m.contains("no longer supported")
+                || m.contains("no longer available")
+                || m.contains("does not exist")
+                || (m.contains("models/") && m.contains("is not found"))
+                || m.contains("invalid model")
+                || m.contains("no endpoints found for")
+                || m.contains("is not a valid model id")
+                || m.contains("model not found")
+                || m.contains("unknown model"))
+    }
+
+    /// Google's free tier for a paid-only model: a quota of 0 (`limit: 0` in the
+    /// message, or a `…FreeTier` violation whose value is 0 or left out, as proto3 JSON
+    /// leaves out zeros).
+    fn not_in_free_tier(&self) -> bool {
+        self.lower().contains("limit: 0") || self.free_tier_zero
+    }
+
+    /// Google-shaped (`google.rpc.QuotaFailure` / `RetryInfo` in `error.details`),
+    /// whatever the `base_url` or `kind`: gateways and custom hosts pass Gemini's errors
+    /// on unchanged.
+    fn google_shaped(&self) -> bool {
+        self.google_rpc
+    }
+
+    /// A card or a purchase is needed (an ended free tier, a new team without credits).
+    fn payment_needed(&self) -> bool {
+        let m = self.lower();
+        self.code.eq_ignore_ascii_case("payment_required")
+            || self.code.eq_ignore_ascii_case("PAYMENT_METHOD_REQUIRED")
+            || m.contains("payment method")
+            || m.contains("add a card")
+            || m.contains("add a payment")
+            || m.contains("free tier has ended")
+            || m.contains("free tier ended")
+            || m.contains("purchase credits")
+            || m.contains("never purchased")
+            || m.contains("doesn't have any credits")
+            || m.contains("does not have any credits")
+    }
+
     /// A daily allowance, from the quota id or the wording.
     fn daily(&self) -> bool {
         let m = self.lower();
@@ -150,12 +231,25 @@ pub fn classify(
         .unwrap_or_else(|| format!("HTTP {code}"));
     let info = error_info(body);
     match code {
+        410 => Verdict::Rotate(Outcome::ProviderGone { reason: detail }),
+        429 if info.not_in_free_tier() => Verdict::Rotate(Outcome::NotInTier {
+            reason: format!("not in this key's free tier ({detail})"),
+        }),
         429 => Verdict::Rotate(rate_limit(kind, &info, headers, body, detail, now)),
+        402 if info.payment_needed() => Verdict::Rotate(Outcome::PaymentRequired {
+            reason: format!("a payment method or credits are needed ({detail})"),
+        }),
         402 => Verdict::Rotate(Outcome::PaymentRequired {
             reason: format!("credits used up or balance negative ({detail})"),
         }),
         401 | 403 if info.credits_exhausted() => Verdict::Rotate(Outcome::PaymentRequired {
             reason: format!("credits used up ({detail})"),
+        }),
+        401 | 403 if info.payment_needed() => Verdict::Rotate(Outcome::PaymentRequired {
+            reason: format!("a payment method or credits are needed ({detail})"),
+        }),
+        400 | 404 if info.model_gone() => Verdict::Rotate(Outcome::ModelRetired {
+            reason: format!("model unavailable ({detail})"),
         }),
         401 | 403 => Verdict::Rotate(Outcome::AuthFailed { reason: detail }),
         408 | 500..=599 => Verdict::Rotate(Outcome::Transient {
@@ -201,8 +295,11 @@ fn rate_limit(
     if info.daily() || exhausted_daily.is_some() {
         let until = match kind {
             // Gemini's per-day quotas reset at midnight Pacific; the short retryDelay it
-            // sends alongside is for the per-minute quota and would only fail again.
-            ProviderKind::Gemini => daily::next_pacific_midnight(now),
+            // sends alongside is for the per-minute quota and would only fail again. Known
+            // by the body's shape too, whatever the provider's kind.
+            _ if kind == ProviderKind::Gemini || info.google_shaped() => {
+                daily::next_pacific_midnight(now)
+            }
             _ => exhausted_daily
                 .or_else(|| hint.and_then(|h| Some(now + ChronoDuration::from_std(h).ok()?)))
                 .unwrap_or_else(|| daily::next_utc_midnight(now)),
@@ -555,6 +652,10 @@ mod fixtures {
                     }
                 }
                 ("credits", Verdict::Rotate(Outcome::PaymentRequired { .. }))
+                | ("payment_required", Verdict::Rotate(Outcome::PaymentRequired { .. }))
+                | ("model_retired", Verdict::Rotate(Outcome::ModelRetired { .. }))
+                | ("not_in_free_tier", Verdict::Rotate(Outcome::NotInTier { .. }))
+                | ("provider_gone", Verdict::Rotate(Outcome::ProviderGone { .. }))
                 | ("auth", Verdict::Rotate(Outcome::AuthFailed { .. }))
                 | ("transient", Verdict::Rotate(Outcome::Transient { .. })) => {}
                 ("retry_without", Verdict::RetryWithout(p)) => {

@@ -7,6 +7,14 @@ use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
+/// The longest wait a provider can impose through a hint or a reset time: 7 days. Real
+/// ones are seconds to a day (a daily quota); anything longer (`Retry-After: Fri, 31 Dec
+/// 9999 23:59:59 GMT`, a reset 8e15 ms away) is a bug or hostile, and would bench the
+/// provider for millennia — across toggles, reloads and restarts, since cooldowns are
+/// saved. Longer values are cut to this; a plain 429's hint is further held to
+/// `routing.max_cooldown_secs` where the cooldown is applied.
+pub const MAX_PROVIDER_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Parses durations as providers write them: `1m30s`, `6s`, `250ms`, `2m59.56s`, `1h2m`,
 /// `6m0s`, `12ms`, `0.5` (plain seconds), `44s`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -53,8 +61,11 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     }
 }
 
+/// Seconds as a provider wrote them, cut to [`MAX_PROVIDER_WAIT`]; `None` for negative
+/// or non-finite values.
 fn secs_f64(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && (0.0..1e9).contains(&secs)).then(|| Duration::from_secs_f64(secs))
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| Duration::from_secs_f64(secs.min(MAX_PROVIDER_WAIT.as_secs_f64())))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -64,14 +75,19 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-/// `Retry-After`: seconds or an HTTP-date.
+/// `Retry-After`: seconds or an HTTP-date, at most [`MAX_PROVIDER_WAIT`].
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     if let Some(d) = parse_duration(value) {
         return Some(d);
     }
     let when = httpdate::parse_http_date(value.trim()).ok()?;
     let when: DateTime<Utc> = when.into();
-    Some((when - now).to_std().unwrap_or(Duration::ZERO))
+    Some(
+        (when - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_PROVIDER_WAIT),
+    )
 }
 
 /// The wait a 429 asks for, from headers first, then the body. `None` = no hint.
@@ -212,6 +228,38 @@ mod tests {
         assert_eq!(
             parse_retry_after("Fri, 27 Nov 2026 12:01:00 GMT", now()),
             Some(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn far_future_hints_are_cut_to_seven_days() {
+        let week = MAX_PROVIDER_WAIT;
+        assert_eq!(week, Duration::from_secs(604_800));
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now()),
+            Some(week)
+        );
+        assert_eq!(parse_retry_after("99999999999", now()), Some(week));
+        assert_eq!(parse_duration("8000000000000000ms"), Some(week));
+        assert_eq!(parse_duration("1e300"), Some(week));
+        assert_eq!(parse_duration("inf"), None);
+        assert_eq!(parse_duration("NaN"), None);
+        for h in [
+            headers(&[("retry-after-ms", "8e15")]),
+            headers(&[("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")]),
+            headers(&[
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "8000000000000000ms"),
+            ]),
+        ] {
+            assert_eq!(retry_hint(&h, b"", now()), Some(week), "{h:?}");
+        }
+        let body = br#"{"error":{"message":"Please try again in 99999999h."}}"#;
+        assert_eq!(body_hint(body), Some(week));
+        // A date in the past is no wait at all.
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", now()),
+            Some(Duration::ZERO)
         );
     }
 

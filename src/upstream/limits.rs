@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::hint::parse_duration;
+use super::hint::{parse_duration, MAX_PROVIDER_WAIT};
 use crate::config::quirks::ProviderKind;
 
 const REMAINING: &str = "x-ratelimit-remaining";
@@ -42,19 +42,26 @@ impl Window {
 }
 
 /// A reset value: a duration (`2m59.56s`, `33011.38`), or a Unix time in seconds or
-/// milliseconds (OpenRouter).
+/// milliseconds (OpenRouter); never later than [`MAX_PROVIDER_WAIT`] from `now`.
 pub fn parse_reset(value: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let latest = now + ChronoDuration::from_std(MAX_PROVIDER_WAIT).ok()?;
     let v = value.trim();
     if let Ok(n) = v.parse::<f64>() {
+        // Past chrono's range (year 262143) is as far away as anything else.
         if n > 1e11 {
-            return Utc.timestamp_millis_opt(n as i64).single();
+            let at = Utc
+                .timestamp_millis_opt(n as i64)
+                .single()
+                .unwrap_or(latest);
+            return Some(at.min(latest));
         }
         if n > 1e9 {
-            return Utc.timestamp_opt(n as i64, 0).single();
+            let at = Utc.timestamp_opt(n as i64, 0).single().unwrap_or(latest);
+            return Some(at.min(latest));
         }
     }
     let d = parse_duration(v)?;
-    Some(now + ChronoDuration::from_std(d).ok()?)
+    Some((now + ChronoDuration::from_std(d).ok()?).min(latest))
 }
 
 /// Every window the headers describe.
@@ -174,6 +181,32 @@ mod tests {
             Utc.timestamp_opt(1_795_824_000, 0).single()
         );
         assert_eq!(parse_reset("soon", now()), None);
+    }
+
+    #[test]
+    fn far_future_resets_are_cut_to_seven_days() {
+        let week = now() + ChronoDuration::days(7);
+        for far in [
+            "8e15",
+            "8000000000000000",
+            "8000000000000000ms",
+            "1e300",
+            "99999999999",
+        ] {
+            assert_eq!(parse_reset(far, now()), Some(week), "{far}");
+        }
+        // Even on a successful answer: the bench it causes is a week at most.
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "8000000000000000ms"),
+        ]);
+        for kind in [ProviderKind::Groq, ProviderKind::OpenAi] {
+            let b = budget(kind, &h, now());
+            assert_eq!(b.exhausted_until.map(|e| e.0), Some(week), "{kind:?}");
+        }
+        // A reset in the past is kept as it is (and ignored by its readers).
+        let past = parse_reset("1000000000000", now()).expect("past");
+        assert!(past < now());
     }
 
     #[test]

@@ -7,22 +7,6 @@ use serde_json::json;
 
 use crate::common::*;
 
-fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(Binary::exe());
-    cmd.args(args)
-        .env_remove("LLM_ROTATOR_CONFIG")
-        .env_remove("LLM_ROTATOR_DATA_DIR");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run llm-rotator");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn status_shows_a_table_of_the_running_instance_and_the_rotation() {
     let dir = tempfile::tempdir().unwrap();

@@ -148,3 +148,544 @@ async fn a_key_echoed_by_a_provider_reaches_no_client_status_state_or_log() {
     );
     assert_no_key_on_disk(dir.path());
 }
+
+// ---- Files that block, far-off waits, client connections, failed saves, the Host guard.
+
+/// Replaces `path` with a FIFO: a stand-in for a file on a network mount that hung (an
+/// open for reading waits for a writer that never comes).
+fn make_fifo(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Sends `method path` and returns (status, body), failing if no answer comes in `within`.
+async fn answer_within(
+    bin: &Binary,
+    method: reqwest::Method,
+    path: &str,
+    within: Duration,
+) -> (u16, String) {
+    let send = client().request(method, bin.url(path)).send();
+    let resp = tokio::time::timeout(within, send)
+        .await
+        .unwrap_or_else(|_| panic!("{path} did not answer within {within:?}"))
+        .expect("send");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn a_config_path_that_blocks_neither_hangs_reload_nor_shutdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = Mock::start(vec![Reply::completion("hi")]).await;
+    let port = free_port();
+    let cfg = config_text(
+        &format!("[server]\nport = {port}\n"),
+        &[P::new("gateway", &mock, 1)],
+    );
+    let mut bin = Binary::start(dir.path(), &cfg, port, &[("GATEWAY_TEST_KEY", "k")]);
+    bin.wait_ready().await;
+
+    make_fifo(&dir.path().join("config.toml"));
+    // Long enough for the file watcher to see the change and try to reload it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let deadline = Duration::from_secs(5);
+    let (code, body) = answer_within(&bin, reqwest::Method::POST, "/reload", deadline).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("config.toml is not a regular file (a FIFO)"),
+        "{body}"
+    );
+    let (code, body) = answer_within(&bin, reqwest::Method::POST, "/keys/reload", deadline).await;
+    assert_eq!(code, 200, "{body}");
+    let status = get_json(&bin, "/status").await;
+    let last = status["config"]["last_error"].as_str().unwrap_or_default();
+    assert!(last.contains("(a FIFO)"), "{status}");
+    // Still serving on the running config.
+    let (code, _, body) = chat(
+        &bin,
+        json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+
+    // A change just before SIGTERM: the final save must still happen.
+    let (code, body) = answer_within(
+        &bin,
+        reqwest::Method::POST,
+        "/providers/gateway/disable",
+        deadline,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(), Some(0), "{}", bin.stderr());
+    let saved = std::fs::read_to_string(dir.path().join("data/state.json")).expect("state saved");
+    let saved: serde_json::Value = serde_json::from_str(&saved).expect("json");
+    assert_eq!(
+        saved["providers"]["gateway"]["enabled_override"],
+        json!(false),
+        "{saved}"
+    );
+}
+
+#[tokio::test]
+async fn a_state_file_that_is_a_fifo_does_not_hold_up_start_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    make_fifo(&data.join("state.json"));
+    let mock = Mock::start(vec![Reply::completion("hi")]).await;
+    let port = free_port();
+    let cfg = config_text(
+        &format!("[server]\nport = {port}\n"),
+        &[P::new("gateway", &mock, 1)],
+    );
+    let started = std::time::Instant::now();
+    let mut bin = Binary::start(dir.path(), &cfg, port, &[("GATEWAY_TEST_KEY", "k")]);
+    bin.wait_ready().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "start-up took {:?}",
+        started.elapsed()
+    );
+    let log = bin.wait_stderr("starting with fresh state");
+    assert!(log.contains("is not a regular file (a FIFO)"), "{log}");
+    // Moved aside; the next save writes a real file in its place.
+    let aside = std::fs::read_dir(&data).expect("list").flatten().any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with("state.json.corrupt-")
+    });
+    assert!(aside, "the FIFO was not moved aside");
+    let (code, _, body) = chat(
+        &bin,
+        json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(), Some(0));
+    assert!(std::fs::metadata(data.join("state.json"))
+        .expect("state saved")
+        .is_file());
+}
+
+#[test]
+fn a_config_over_four_mib_is_refused_with_its_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    let mut text = String::from("[server]\nport = 8000\n");
+    while text.len() < 5 * 1024 * 1024 {
+        text.push_str("# padding padding padding padding padding padding padding padding\n");
+    }
+    std::fs::write(&path, &text).expect("write");
+    let (code, out, err) = cli(&["config", "check", path.to_str().expect("utf8")], &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("config.toml is 5.0 MiB") && err.contains("more than the 4.0 MiB allowed"),
+        "{err}"
+    );
+}
+
+/// `/status` says the provider cools down for `min < remaining <= max` seconds.
+fn assert_cooling(status: &serde_json::Value, name: &str, min: u64, max: u64) {
+    let p = provider_in(status, name).expect("provider");
+    assert_eq!(p["state"], "cooling_down", "{p}");
+    let left = p["cooldown_remaining_secs"].as_u64().expect("secs");
+    assert!(
+        min < left && left <= max,
+        "{name} cools down for {left}s: {p}"
+    );
+}
+
+const WEEK_SECS: u64 = 7 * 24 * 3600;
+
+#[tokio::test]
+async fn a_retry_after_in_the_year_9999_is_capped_and_enable_clears_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let far = Mock::start(vec![
+        Reply::json_with(
+            429,
+            &[("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")],
+            json!({"error": {"message": "slow down", "type": "rate_limit"}}),
+        ),
+        Reply::completion("back"),
+    ])
+    .await;
+    let spare = Mock::start(vec![Reply::completion("spare")]).await;
+    let port = free_port();
+    let cfg = config_text(
+        &format!("[server]\nport = {port}\n"),
+        &[P::new("far", &far, 1), P::new("spare", &spare, 2)],
+    );
+    let mut bin = Binary::start(
+        dir.path(),
+        &cfg,
+        port,
+        &[("FAR_TEST_KEY", "k"), ("SPARE_TEST_KEY", "k")],
+    );
+    bin.wait_ready().await;
+    let (code, headers, body) = chat(
+        &bin,
+        json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(headers["x-provider"], "spare");
+    // Not millennia: a week at most (the plain 429's hint is not yet held to
+    // routing.max_cooldown_secs; that needs the pool to apply it).
+    let status = get_json(&bin, "/status").await;
+    assert_cooling(&status, "far", 0, WEEK_SECS);
+
+    // A manual enable is "try it again now".
+    let (code, body) = answer_within(
+        &bin,
+        reqwest::Method::POST,
+        "/providers/far/enable",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let far_now = provider_status(&bin, "far").await;
+    assert_eq!(far_now["state"], "ready", "{far_now}");
+    assert_eq!(far_now["cooldown_remaining_secs"], 0, "{far_now}");
+    let (code, headers, body) = chat(
+        &bin,
+        json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(headers["x-provider"], "far");
+}
+
+#[tokio::test]
+async fn a_reset_8e15_ms_away_on_a_200_benches_for_at_most_a_week_until_enabled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spent = Mock::start(vec![Reply::json_with(
+        200,
+        &[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "8000000000000000ms"),
+        ],
+        completion_body("last one"),
+    )])
+    .await;
+    let spare = Mock::start(vec![Reply::completion("spare")]).await;
+    let port = free_port();
+    let cfg = config_text(
+        &format!("[server]\nport = {port}\n"),
+        &[P::new("spent", &spent, 1), P::new("spare", &spare, 2)],
+    );
+    let mut bin = Binary::start(
+        dir.path(),
+        &cfg,
+        port,
+        &[("SPENT_TEST_KEY", "k"), ("SPARE_TEST_KEY", "k")],
+    );
+    bin.wait_ready().await;
+    let ask = json!({"messages": [{"role": "user", "content": "hi"}]});
+    let (code, headers, body) = chat(&bin, ask.clone()).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(headers["x-provider"], "spent");
+    let status = get_json(&bin, "/status").await;
+    assert_cooling(&status, "spent", WEEK_SECS - 60, WEEK_SECS);
+    let (_, headers, _) = chat(&bin, ask.clone()).await;
+    assert_eq!(headers["x-provider"], "spare");
+
+    let (code, body) = answer_within(
+        &bin,
+        reqwest::Method::POST,
+        "/providers/spent/enable",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(provider_status(&bin, "spent").await["state"], "ready");
+    let (_, headers, _) = chat(&bin, ask).await;
+    assert_eq!(headers["x-provider"], "spent");
+}
+
+/// Reads one HTTP/1.1 response (headers, then a `content-length` body) from `stream`;
+/// `None` when the connection closed first.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> Option<(u16, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status: u16 = head.get(9..12)?.parse().ok()?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0));
+    while buf.len() < head_end + len {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some((
+        status,
+        String::from_utf8_lossy(&buf[head_end..head_end + len]).into_owned(),
+    ))
+}
+
+/// Waits for the server to close `stream` (end of file or reset); returns how long that
+/// took, failing after `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut sink = [0u8; 1024];
+    let closed = tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the connection is still open after {within:?}"
+    );
+    started.elapsed()
+}
+
+async fn connect(bin: &Binary) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(("127.0.0.1", bin.port))
+        .await
+        .expect("connect")
+}
+
+const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_and_idle_connections_closed_but_keep_alive_survives_a_pause() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = Mock::start(vec![Reply::completion("hi")]).await;
+    let port = free_port();
+    let cfg = config_text(
+        &format!("[server]\nport = {port}\nheader_read_timeout_secs = 1\nidle_timeout_secs = 4\n"),
+        &[P::new("gateway", &mock, 1)],
+    );
+    let mut bin = Binary::start(dir.path(), &cfg, port, &[("GATEWAY_TEST_KEY", "k")]);
+    bin.wait_ready().await;
+
+    // Half a header, then nothing: closed after the header timeout.
+    let mut slow = connect(&bin).await;
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: local")
+        .await
+        .expect("write");
+    let took = closed_within(&mut slow, Duration::from_secs(5)).await;
+    assert!(took >= Duration::from_millis(800), "closed after {took:?}");
+
+    // A kept-alive connection idle for longer than the header timeout (but less than the
+    // idle timeout) still serves its next request.
+    let mut kept = connect(&bin).await;
+    kept.write_all(HEALTH).await.expect("write");
+    assert_eq!(read_response(&mut kept).await.map(|r| r.0), Some(200));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    kept.write_all(HEALTH).await.expect("write");
+    assert_eq!(
+        read_response(&mut kept).await.map(|r| r.0),
+        Some(200),
+        "a kept-alive connection was closed by the header timeout"
+    );
+
+    // And then, with no request, it is closed after the idle timeout.
+    let took = closed_within(&mut kept, Duration::from_secs(8)).await;
+    assert!(
+        took >= Duration::from_millis(3500),
+        "closed after {took:?}, before the idle timeout"
+    );
+}
+
+#[tokio::test]
+async fn connections_past_max_connections_are_closed_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = Mock::start(vec![Reply::completion("hi")]).await;
+    let port = free_port();
+    let cfg = config_text(
+        &format!("[server]\nport = {port}\nmax_connections = 2\n"),
+        &[P::new("gateway", &mock, 1)],
+    );
+    let mut bin = Binary::start(dir.path(), &cfg, port, &[("GATEWAY_TEST_KEY", "k")]);
+    bin.wait_ready().await;
+    // Let the readiness probe's connection close.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = connect(&bin).await;
+        c.write_all(HEALTH).await.expect("write");
+        assert_eq!(read_response(&mut c).await.map(|r| r.0), Some(200));
+        held.push(c);
+    }
+    let mut third = connect(&bin).await;
+    let _ = third.write_all(HEALTH).await;
+    let took = closed_within(&mut third, Duration::from_secs(3)).await;
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+
+    // One closes: a new connection is served again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut next = connect(&bin).await;
+    next.write_all(HEALTH).await.expect("write");
+    assert_eq!(read_response(&mut next).await.map(|r| r.0), Some(200));
+}
+
+#[tokio::test]
+async fn a_state_file_that_cannot_be_saved_shows_in_status_and_leaves_no_temp_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = Mock::start(vec![Reply::completion("hi")]).await;
+    let port = free_port();
+    let cfg = config_text(
+        &format!("[server]\nport = {port}\n"),
+        &[P::new("gateway", &mock, 1)],
+    );
+    let mut bin = Binary::start(dir.path(), &cfg, port, &[("GATEWAY_TEST_KEY", "k")]);
+    bin.wait_ready().await;
+    let status = get_json(&bin, "/status").await;
+    assert_eq!(status["state_error"], serde_json::Value::Null, "{status}");
+
+    // Tests run as root, where permissions stop no write: a directory where the file goes
+    // makes every save fail (the temp file is written, the rename over it is refused).
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("state.json/in-the-way")).expect("mkdir");
+    let toggle = |what: &'static str| {
+        let url = bin.url(&format!("/providers/gateway/{what}"));
+        async move {
+            let resp = client().post(url).send().await.expect("send");
+            assert_eq!(resp.status(), 200);
+        }
+    };
+    toggle("disable").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let error = loop {
+        let status = get_json(&bin, "/status").await;
+        if let Some(e) = status["state_error"].as_str() {
+            break e.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no state_error: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        error.contains("state.json") && error.contains("not being saved"),
+        "{error}"
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(&data)
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+
+    // Once saving works again, the error goes away.
+    std::fs::remove_dir_all(data.join("state.json")).expect("rm");
+    let (code, _, body) = chat(
+        &bin,
+        json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(code, 503, "served while disabled: {body}");
+    toggle("enable").await;
+    let (code, _, body) = chat(
+        &bin,
+        json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = get_json(&bin, "/status").await;
+        if status["state_error"].is_null() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still failing: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(data.join("state.json").is_file());
+}
+
+/// Sends raw request bytes on a new connection; returns the status and body.
+async fn raw_request(bin: &Binary, request: &[u8]) -> (u16, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut c = connect(bin).await;
+    c.write_all(request).await.expect("write");
+    tokio::time::timeout(Duration::from_secs(5), read_response(&mut c))
+        .await
+        .expect("an answer in time")
+        .expect("a response")
+}
+
+#[tokio::test]
+async fn host_values_the_guard_cannot_read_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = Mock::start(vec![Reply::completion("hi")]).await;
+    let port = free_port();
+    let cfg = config_text(
+        &format!("[server]\nport = {port}\n"),
+        &[P::new("gateway", &mock, 1)],
+    );
+    let mut bin = Binary::start(dir.path(), &cfg, port, &[("GATEWAY_TEST_KEY", "k")]);
+    bin.wait_ready().await;
+
+    let (code, body) = raw_request(&bin, b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert_eq!(code, 200, "{body}");
+    let refused: [(&[u8], &str); 6] = [
+        (
+            b"GET /status HTTP/1.1\r\nHost: local\xffhost\r\n\r\n",
+            "not plain ASCII",
+        ),
+        (
+            b"GET /status HTTP/1.1\r\nHost: [::1]evil.com\r\n\r\n",
+            "is not a host name",
+        ),
+        (
+            b"GET /status HTTP/1.1\r\nHost: [::1]:8000evil.com\r\n\r\n",
+            "is not a host name",
+        ),
+        (b"GET /status HTTP/1.1\r\n\r\n", "no Host header"),
+        (
+            b"GET /status HTTP/1.1\r\nHost: localhost\r\nHost: evil.com\r\n\r\n",
+            "more than one Host header",
+        ),
+        (
+            b"GET http://evil.com/status HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            "the request target names",
+        ),
+    ];
+    for (request, why) in refused {
+        let (code, body) = raw_request(&bin, request).await;
+        let shown = String::from_utf8_lossy(request);
+        assert_eq!(code, 403, "{shown:?}: {body}");
+        let error: serde_json::Value = serde_json::from_str(&body).expect("json error");
+        assert_eq!(error["error"]["type"], "permission_error", "{body}");
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(why), "{shown:?}: {message}");
+    }
+}

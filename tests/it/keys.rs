@@ -649,6 +649,9 @@ async fn keys_test_gives_a_verdict_per_key() {
     )])
     .await;
     let down = Mock::start(vec![Reply::json(503, json!({"error": "overloaded"}))]).await;
+    for m in [&ok, &bad, &limited, &down] {
+        m.script_models();
+    }
     let env = KeysEnv::new(
         "test",
         &[
@@ -790,6 +793,8 @@ async fn no_part_of_a_key_leaks_into_output_files_status_or_error_bodies() {
             "api_key_env = \"ALPHA_TEST_KEY\"",
             "api_key_env = [\"ALPHA_TEST_KEY\", \"ALPHA_TEST_KEY_2\"]",
         );
+    // Every request here is refused; none should wait for gamma's short cooldown.
+    let cfg = format!("[routing]\nmax_wait_secs = 0\n{cfg}");
     std::fs::write(env.config(), cfg).expect("write");
     let agent_env = [
         ("ALPHA_TEST_KEY", LEAK_A1),
@@ -844,7 +849,10 @@ async fn no_part_of_a_key_leaks_into_output_files_status_or_error_bodies() {
         .expect("send");
     answers.push(("/keys/reload".into(), r.text().await.expect("text")));
 
-    // The CLI's views of the same keys.
+    // The CLI's views of the same keys (`keys test` reads each provider's /models).
+    for m in [&a, &b, &c] {
+        m.script_models();
+    }
     for args in [
         &["keys", "list"][..],
         &["keys", "test"],

@@ -5,8 +5,11 @@
 mod background_agent;
 mod cli;
 mod common;
+mod doctor;
 mod hardening;
 mod keys;
+mod models;
+mod osaurus;
 mod providers;
 mod proxy;
 mod sdk;

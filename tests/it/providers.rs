@@ -167,6 +167,28 @@ async fn every_recorded_failure_rotates_through_the_real_server() {
         assert_eq!(a.hits(), 1, "{name}");
         match outcome {
             "auth" => assert_eq!(st["state"], "auth_failed", "{name}: {st}"),
+            "model_retired" => {
+                assert_eq!(st["state"], "model_retired", "{name}: {st}");
+                assert!(st["retired_models"]["a-model"].is_string(), "{name}: {st}");
+                assert_eq!(st["model_in_use"], Value::Null, "{name}: {st}");
+            }
+            "not_in_free_tier" => {
+                assert_eq!(st["state"], "model_retired", "{name}: {st}");
+                let said = st["last_error"].as_str().expect("last_error");
+                assert!(said.contains("free tier"), "{name}: {said}");
+            }
+            "provider_gone" => {
+                assert_eq!(st["state"], "model_retired", "{name}: {st}");
+                assert!(st["gone"].is_string(), "{name}: {st}");
+            }
+            "payment_required" => {
+                assert_eq!(st["state"], "cooling_down", "{name}: {st}");
+                let reason = st["cooldown_reason"].as_str().expect("reason");
+                assert!(
+                    reason.contains("payment method or credits"),
+                    "{name}: {reason}"
+                );
+            }
             "credits" => {
                 assert_eq!(st["state"], "cooling_down", "{name}");
                 assert!((3599..=3600).contains(&secs(&st)), "{name}: {st}");
@@ -322,7 +344,10 @@ fn transcript_facts(text: &str) -> (String, usize, u64) {
         } else {
             &v["x_groq"]["usage"]
         };
-        tokens += usage["total_tokens"].as_u64().unwrap_or(0);
+        // The last usage reported is the stream's (Groq repeats it in a trailing chunk).
+        if let Some(t) = usage["total_tokens"].as_u64() {
+            tokens = t;
+        }
     }
     (content, calls, tokens)
 }

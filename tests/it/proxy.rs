@@ -124,14 +124,15 @@ async fn all_cooling_gives_429_with_retry_after() {
         vec![Reply::json_with(429, &[("retry-after", "30")], json!({}))],
         vec![Reply::json_with(
             429,
-            &[("retry-after-ms", "12500")],
+            &[("retry-after-ms", "22500")],
             json!({}),
         )],
     )
     .await;
+    // Both cool down for longer than routing.max_wait_secs (20 s): no wait, a 429.
     let (status, headers, body) = chat(&proxy, json!({"messages": []})).await;
     assert_eq!(status, 429, "{body}");
-    assert_eq!(headers["retry-after"], "13");
+    assert_eq!(headers["retry-after"], "23");
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["error"]["code"], "rate_limit_exceeded");
     assert!(v["error"]["message"]

@@ -22,6 +22,13 @@ fn provider(name: &str, priority: u32, state: ProviderStateKind) -> ProviderSnap
         cooldown_reason: None,
         last_error: None,
         keys: Vec::new(),
+        model_in_use: Some("m".into()),
+        preferred: vec!["m".into()],
+        retired_models: Default::default(),
+        gone: None,
+        catalog_fetched_at: None,
+        catalog_models: 0,
+        offers: Vec::new(),
     }
 }
 
@@ -34,6 +41,8 @@ fn snapshot(providers: Vec<ProviderSnapshot>) -> Snapshot {
             last_error: None,
         },
         generated_at: "2026-01-01T00:00:00Z".into(),
+        waiting: 0,
+        state_error: None,
     }
 }
 
@@ -378,6 +387,22 @@ fn notices_and_config_errors_show_under_the_header() {
 }
 
 #[test]
+fn a_state_file_that_cannot_be_saved_shows_under_the_header() {
+    let mut snap = snapshot(vec![provider("a", 1, ProviderStateKind::Ready)]);
+    assert!(!build(&input(Some(&snap)))
+        .dump()
+        .contains("State not saved"));
+    snap.state_error = Some(
+        "cannot write /data/state.json: Read-only file system (os error 30); counters and cooldowns are not being saved (retrying)".into(),
+    );
+    let t = texts(&build(&input(Some(&snap))));
+    assert!(
+        t[1].starts_with("    State not saved: cannot write /data/state.json: Read-only"),
+        "{t:?}"
+    );
+}
+
+#[test]
 fn click_ids_round_trip() {
     for c in [
         Click::Toggle("groq".into()),
@@ -419,4 +444,16 @@ fn dump_marks_checks_disabled_rows_and_submenus() {
 fn shorten_cuts_on_characters() {
     assert_eq!(shorten("  short  ", 10), "short");
     assert_eq!(shorten("ééééé", 3), "éé…");
+}
+
+#[test]
+fn waiting_requests_are_counted_under_the_header() {
+    let mut snap = snapshot(vec![]);
+    assert!(!build(&input(Some(&snap))).dump().contains("waiting"));
+    snap.waiting = 3;
+    let dump = build(&input(Some(&snap))).dump();
+    assert!(
+        dump.contains("3 requests waiting for a provider to come back"),
+        "{dump}"
+    );
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use llm_rotator::config::{Config, ProviderConfig};
 use llm_rotator::engine::Engine;
@@ -149,6 +149,14 @@ struct MockState {
     script: Vec<Reply>,
     next: usize,
     requests: Vec<Recorded>,
+    /// The answer to `GET …/models` (the agent's catalog reads): kept apart from the
+    /// chat script and its count. `None`: 404.
+    models: Option<Reply>,
+    models_hits: usize,
+    /// `GET …/models` never answers.
+    models_hang: bool,
+    /// `GET …/models` takes the next reply of the script, like any request.
+    models_scripted: bool,
 }
 
 /// A mock provider: a real HTTP server on 127.0.0.1 answering from a script (the last
@@ -194,6 +202,31 @@ impl Mock {
         self.state.lock().expect("lock").requests.len()
     }
 
+    /// Serves this body (an OpenAI model list) at `GET …/models`.
+    pub fn set_models(&self, body: Value) {
+        self.set_models_reply(Reply::json(200, body));
+    }
+
+    /// Answers `GET …/models` with this reply.
+    pub fn set_models_reply(&self, reply: Reply) {
+        self.state.lock().expect("lock").models = Some(reply);
+    }
+
+    /// Serves `GET …/models` from the script like any other request (for `keys test`).
+    pub fn script_models(&self) {
+        self.state.lock().expect("lock").models_scripted = true;
+    }
+
+    /// Makes `GET …/models` never answer (a hung catalog read).
+    pub fn hang_models(&self) {
+        self.state.lock().expect("lock").models_hang = true;
+    }
+
+    /// How many catalog reads (`GET …/models`) arrived.
+    pub fn models_hits(&self) -> usize {
+        self.state.lock().expect("lock").models_hits
+    }
+
     /// Replaces the script (and restarts it).
     pub fn set_script(&self, script: Vec<Reply>) {
         let mut s = self.state.lock().expect("lock");
@@ -207,20 +240,24 @@ async fn mock_handler(State(state): State<Arc<Mutex<MockState>>>, req: Request) 
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
-    let reply = {
-        let mut s = state.lock().expect("lock");
-        s.requests.push(Recorded {
-            path: parts.uri.path().to_string(),
-            headers: parts.headers.clone(),
-            body,
-        });
-        let i = s.next.min(s.script.len().saturating_sub(1));
-        s.next += 1;
-        s.script.get(i).cloned().unwrap_or(Reply::Raw {
-            status: 500,
-            headers: vec![],
-            body: "no script".into(),
-        })
+    let catalog_read = parts.method == axum::http::Method::GET
+        && parts.uri.path().ends_with("/models")
+        && !state.lock().expect("lock").models_scripted;
+    let reply = if catalog_read {
+        let (models, hang) = {
+            let mut s = state.lock().expect("lock");
+            s.models_hits += 1;
+            (s.models.clone(), s.models_hang)
+        };
+        if hang {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        match models {
+            Some(reply) => reply,
+            None => return StatusCode::NOT_FOUND.into_response(),
+        }
+    } else {
+        next_reply(&state, parts, body)
     };
     match reply {
         Reply::Raw {
@@ -295,6 +332,27 @@ async fn mock_handler(State(state): State<Arc<Mutex<MockState>>>, req: Request) 
             resp
         }
     }
+}
+
+/// The next scripted reply (the last one repeats), recording the request.
+fn next_reply(
+    state: &Arc<Mutex<MockState>>,
+    parts: axum::http::request::Parts,
+    body: Bytes,
+) -> Reply {
+    let mut s = state.lock().expect("lock");
+    s.requests.push(Recorded {
+        path: parts.uri.path().to_string(),
+        headers: parts.headers.clone(),
+        body,
+    });
+    let i = s.next.min(s.script.len().saturating_sub(1));
+    s.next += 1;
+    s.script.get(i).cloned().unwrap_or(Reply::Raw {
+        status: 500,
+        headers: vec![],
+        body: "no script".into(),
+    })
 }
 
 fn tokio_stream_from(
@@ -525,6 +583,24 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
+}
+
+/// Runs the real binary with `args` (the config and data dir env vars removed, `env`
+/// added) and returns its exit code, stdout and stderr.
+pub fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(Binary::exe());
+    cmd.args(args)
+        .env_remove("LLM_ROTATOR_CONFIG")
+        .env_remove("LLM_ROTATOR_DATA_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run llm-rotator");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The real binary, started with a config file and data dir, stdout/stderr captured to
