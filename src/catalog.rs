@@ -411,7 +411,7 @@ pub fn start(engine: &Engine, data_dir: &Path) -> CatalogTask {
             if let Some(c) = cache
                 .providers
                 .get(&p.name)
-                .filter(|c| c.base_url == p.base_url)
+                .filter(|c| c.base_url == p.base_url_shown())
             {
                 engine.pool.set_catalog(&p.name, Some(c.clone()));
             }
@@ -450,7 +450,7 @@ async fn refresh(engine: &Engine, cache: &mut CacheFile) {
         let before = cache.providers.get(&provider.name);
         match fetch(&client, &provider, key.as_ref()).await {
             Ok(list) => {
-                let catalog = build(&provider.base_url, list, before, Utc::now());
+                let catalog = build(&provider.base_url_shown(), list, before, Utc::now());
                 if !catalog.added.is_empty() || !catalog.removed.is_empty() {
                     tracing::info!(
                         provider = %provider.name,

@@ -181,6 +181,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Host (DNS rebinding), Origin (browser pages) and the optional bearer token.
 async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Response {
+    if crate::upstream::looped(req.headers()) {
+        // Sent by this very agent: a base_url that points back here. Answered at once,
+        // so the loop costs one hop, not every file descriptor.
+        return ApiError::new(
+            StatusCode::LOOP_DETECTED,
+            "invalid_request_error",
+            "loop_detected",
+            "this request already went through this llm-rotator: a provider's base_url points back at it",
+        )
+        .into_response();
+    }
     let config = engine.config();
     let server = &config.server;
     // Fails closed: a Host the guard cannot read is refused like a foreign one.

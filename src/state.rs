@@ -321,7 +321,7 @@ fn saved(engine: &Engine, now: DateTime<Utc>) -> (StateFile, BTreeMap<String, Sa
             Some((
                 c.name.clone(),
                 SavedProvider {
-                    base_url: c.base_url.clone(),
+                    base_url: c.base_url_shown(),
                     enabled_in_config: c.enabled,
                     record,
                 },
@@ -357,7 +357,7 @@ fn prepare(
             if saved.enabled_in_config != config.enabled {
                 record.enabled_override = None;
             }
-            if saved.base_url != config.base_url {
+            if saved.base_url != config.base_url_shown() {
                 for k in record.keys.values_mut() {
                     k.auth_failed = false;
                     k.cooldown_until = None;

@@ -5,6 +5,7 @@
 //! - `/sse/{chunks}/{gap_ms}/v1/chat/completions`: an SSE stream of `chunks` events (the
 //!   last one carries `usage`), `gap_ms` apart, then `data: [DONE]`;
 //! - `/429/{ms|s}/{wait}/{slot}/v1/chat/completions`: always 429 with `Retry-After`
+//! - `…/models` (the agent's catalog reads): 404, not counted
 //!   (plus `retry-after-ms` in `ms` mode), counting calls per `slot`.
 //!
 //! Every request body is read in full before answering, as a real provider would.
@@ -121,6 +122,10 @@ async fn answer(req: Request<Incoming>, counters: &[AtomicU64; SLOTS]) -> Respon
     let path = req.uri().path().to_string();
     // Drain the request body like a real provider.
     let _ = req.into_body().collect().await;
+    if path.ends_with("/models") {
+        // The agent's background catalog reads: a provider without a model list.
+        return full(StatusCode::NOT_FOUND, "application/json", "{}");
+    }
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         ["json", ..] => full(StatusCode::OK, "application/json", COMPLETION),

@@ -194,6 +194,11 @@ pub struct RoutingConfig {
     pub max_wait: Duration,
     /// Most requests waiting at once; past it, a 429 as without waiting.
     pub max_waiting: usize,
+    /// Longest a non-streaming request may wait (across rotations) until a provider's
+    /// answer starts; kept under the 300 s after which clients such as Osaurus give up.
+    pub request_start_timeout: Duration,
+    /// Largest non-streaming answer buffered (it is checked before it is relayed).
+    pub max_response_bytes: usize,
 }
 
 /// `[log]`.
@@ -235,6 +240,30 @@ pub struct ProviderConfig {
     pub quirks: quirks::Quirks,
 }
 
+/// `base` with `tail` (e.g. `/chat/completions`) added to its path, before any query
+/// string (`https://gw/v1?key=X` → `https://gw/v1/chat/completions?key=X`).
+pub fn endpoint_url(base: &str, tail: &str) -> String {
+    match base.split_once('?') {
+        Some((path, query)) => format!("{}{tail}?{query}", path.trim_end_matches('/')),
+        None => format!("{}{tail}", base.trim_end_matches('/')),
+    }
+}
+
+/// A URL with every query value replaced by `***`, for display, logs and saved files.
+pub fn shown_url(url: &str) -> String {
+    let Some((path, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) => format!("{k}=***"),
+            None => "***".to_string(),
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
+}
+
 impl ProviderConfig {
     /// Whether this provider serves `model` (its default model or one of `models`).
     pub fn serves(&self, model: &str) -> bool {
@@ -248,7 +277,13 @@ impl ProviderConfig {
 
     /// The URL for the models list (a cheap authenticated call).
     pub fn models_url(&self) -> String {
-        format!("{}/models", self.base_url)
+        endpoint_url(&self.base_url, "/models")
+    }
+
+    /// `base_url` as shown and saved: any query string's values (some gateways take the
+    /// key there) replaced by `***`.
+    pub fn base_url_shown(&self) -> String {
+        shown_url(&self.base_url)
     }
 }
 

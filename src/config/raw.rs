@@ -59,6 +59,8 @@ struct RawRouting {
     stream_start_timeout_secs: Option<Spanned<u64>>,
     max_wait_secs: Option<u64>,
     max_waiting: Option<usize>,
+    request_start_timeout_secs: Option<Spanned<u64>>,
+    max_response_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,7 +162,7 @@ fn validate(raw: RawConfig, text: &str) -> Result<Config, Invalid> {
     let mut names = HashSet::new();
     let mut providers = Vec::with_capacity(raw.providers.len());
     for (i, p) in raw.providers.into_iter().enumerate() {
-        let provider = validate_provider(p, i, text, &mut names)?;
+        let provider = validate_provider(p, i, text, &mut names, &server)?;
         providers.push(Arc::new(provider));
     }
     Ok(Config {
@@ -317,6 +319,24 @@ fn validate_routing(r: RawRouting, text: &str) -> Result<RoutingConfig, Invalid>
         stream_start_timeout: stream_start_timeout(text, r.stream_start_timeout_secs)?,
         max_wait: secs(r.max_wait_secs, 20),
         max_waiting: r.max_waiting.unwrap_or(64),
+        request_start_timeout: positive_secs(
+            text,
+            r.request_start_timeout_secs,
+            240,
+            "routing.request_start_timeout_secs",
+        )?,
+        max_response_bytes: match r.max_response_bytes {
+            None => 64 * 1024 * 1024,
+            Some(v) if *v.get_ref() == 0 => {
+                return Err(invalid_at(
+                    text,
+                    Some(v.span()),
+                    Some("routing.max_response_bytes".to_string()),
+                    "must be at least 1".to_string(),
+                ))
+            }
+            Some(v) => usize::try_from(*v.get_ref()).unwrap_or(usize::MAX),
+        },
     })
 }
 
@@ -335,11 +355,30 @@ fn stream_start_timeout(text: &str, v: Option<Spanned<u64>>) -> Result<Duration,
     }
 }
 
+/// Whether `url` is the address this agent listens on: a loopback name or the bound
+/// address, with the agent's port.
+fn points_at_self(url: &reqwest::Url, server: &ServerConfig) -> bool {
+    if url.port_or_known_default() != Some(server.port) {
+        return false;
+    }
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified() || ip == server.host)
+}
+
 fn validate_provider(
     p: RawProvider,
     i: usize,
     text: &str,
     names: &mut HashSet<String>,
+    server: &ServerConfig,
 ) -> Result<ProviderConfig, Invalid> {
     let at = |span: Range<usize>, field: &str, msg: String| {
         invalid_at(
@@ -370,26 +409,45 @@ fn validate_provider(
         ));
     }
     let url_span = p.base_url.span();
-    let base_url = p.base_url.into_inner().trim_end_matches('/').to_string();
+    let raw_url = p.base_url.into_inner();
+    // A trailing slash is dropped from the path, also when a query string follows.
+    let base_url = match raw_url.split_once('?') {
+        Some((path, query)) => format!("{}?{query}", path.trim_end_matches('/')),
+        None => raw_url.trim_end_matches('/').to_string(),
+    };
     let scheme_ok = base_url.starts_with("https://") || base_url.starts_with("http://");
     if !scheme_ok || base_url.split("://").nth(1).is_none_or(str::is_empty) {
         return Err(at(
             url_span,
             "base_url",
-            format!("{base_url:?} must be an http:// or https:// URL"),
+            format!(
+                "{:?} must be an http:// or https:// URL",
+                super::shown_url(&base_url)
+            ),
         ));
     }
     // Parsed once here, not on every request.
-    let chat_url = match reqwest::Url::parse(&format!("{base_url}/chat/completions")) {
+    let chat_url = match reqwest::Url::parse(&super::endpoint_url(&base_url, "/chat/completions")) {
         Ok(u) => u,
         Err(e) => {
             return Err(at(
                 url_span,
                 "base_url",
-                format!("{base_url:?} is not a valid URL: {e}"),
+                format!("{:?} is not a valid URL: {e}", super::shown_url(&base_url)),
             ))
         }
     };
+    if points_at_self(&chat_url, server) {
+        return Err(at(
+            url_span,
+            "base_url",
+            format!(
+                "{:?} is this agent's own address (port {}): every request would loop back into it; use the provider's real URL",
+                super::shown_url(&base_url),
+                server.port
+            ),
+        ));
+    }
     let model_span = p.model.span();
     // One model, or a preference list: the first one the provider still serves is used.
     let preferred = match p.model.into_inner() {

@@ -288,6 +288,8 @@ struct ProviderState {
     catalog: Option<Catalog>,
     /// Why the last catalog read failed.
     catalog_error: Option<String>,
+    /// Stream events refused for their size (since start).
+    oversized_events: u64,
 }
 
 impl ProviderState {
@@ -596,20 +598,21 @@ impl Pool {
             p.roll_day(local_day(now));
             let reached = !matches!(outcome, Outcome::Transient { reached: false, .. });
             if reached {
-                p.request_count += 1;
-                p.total_requests += 1;
+                // Counters saturate: a provider reporting absurd numbers cannot wrap them.
+                p.request_count = p.request_count.saturating_add(1);
+                p.total_requests = p.total_requests.saturating_add(1);
             }
             let Some(k) = p.keys.iter_mut().find(|k| k.id == attempt.key_id) else {
                 return;
             };
             if reached {
-                k.request_count += 1;
+                k.request_count = k.request_count.saturating_add(1);
             }
             // Provider text is stored (and shown, and persisted) only masked.
             let stored = |reason: &str| attempt.mask.text(reason);
             match outcome {
                 Outcome::Success { tokens } => {
-                    p.total_tokens += tokens.unwrap_or(0);
+                    p.total_tokens = p.total_tokens.saturating_add(tokens.unwrap_or(0));
                     k.consecutive_429 = 0;
                     p.last_error = None;
                 }
@@ -619,7 +622,9 @@ impl Pool {
                 } => {
                     k.consecutive_429 = k.consecutive_429.saturating_add(1);
                     let wait = match retry_after {
-                        Some(d) => *d,
+                        // A plain rate limit rests at most max_cooldown_secs, whatever the
+                        // provider asked (a Retry-After in the year 9999, say).
+                        Some(d) => (*d).min(routing.max_cooldown),
                         None => {
                             let factor = 1u32 << (k.consecutive_429 - 1).min(16);
                             routing
@@ -731,7 +736,35 @@ impl Pool {
                 .iter_mut()
                 .find(|p| p.config.name == provider)
             {
-                p.total_tokens += tokens;
+                p.total_tokens = p.total_tokens.saturating_add(tokens);
+            }
+        }
+        self.changed();
+    }
+
+    /// A stream event past the size limit: the key gets a transient cooldown and the
+    /// provider's count of such events (in `/status`) goes up.
+    pub fn count_oversized(&self, attempt: &Attempt) {
+        let now = Utc::now();
+        {
+            let mut inner = self.lock();
+            let cooldown = to_chrono(inner.routing.transient_cooldown);
+            let Some(p) = inner
+                .providers
+                .iter_mut()
+                .find(|p| p.config.name == attempt.provider.name)
+            else {
+                return;
+            };
+            p.oversized_events = p.oversized_events.saturating_add(1);
+            let reason = format!(
+                "sent an SSE event larger than {} MB",
+                crate::proxy::sse::MAX_EVENT_BYTES / 1024 / 1024
+            );
+            p.last_error = Some(reason.clone());
+            if let Some(k) = p.keys.iter_mut().find(|k| k.id == attempt.key_id) {
+                k.cooldown_until = Some(now + cooldown);
+                k.cooldown_reason = Some(reason);
             }
         }
         self.changed();
@@ -1243,6 +1276,7 @@ impl Inner {
                     gone: None,
                     catalog: None,
                     catalog_error: None,
+                    oversized_events: 0,
                 },
             };
             self.providers.push(state);

@@ -114,6 +114,9 @@ pub struct ProviderSnapshot {
     /// A few models its catalog offers (new ones first), to pick from when one retires.
     #[serde(default)]
     pub offers: Vec<String>,
+    /// Stream events it sent that were refused for their size (since start).
+    #[serde(default)]
+    pub oversized_events: u64,
 }
 
 impl ProviderSnapshot {
@@ -284,6 +287,7 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
                 preferred: p.config.preferred.clone(),
                 retired_models: p.retired.clone(),
                 gone: p.gone.clone(),
+                oversized_events: p.oversized_events,
                 catalog_fetched_at: p.catalog.as_ref().map(|c| rfc3339(c.fetched_at)),
                 catalog_models: p.catalog.as_ref().map_or(0, |c| c.models.len()),
                 offers: p.catalog.as_ref().map_or_else(Vec::new, |c| {

@@ -576,3 +576,33 @@ fn keys_whose_token_window_cannot_fit_the_request_are_passed_over_while_others_c
     };
     assert!(pool.pick_for(&only_a, &[], Some(1000), t0()).is_some());
 }
+
+#[test]
+fn token_counters_saturate_instead_of_wrapping() {
+    let ps = [provider("a", 1, &[])];
+    let pool = pool(&ps, &keys(&[("a", &["k1"])]));
+    let a = pool.pick(&Route::Any, &[], t0()).expect("pick");
+    pool.report(
+        &a,
+        &Outcome::Success {
+            tokens: Some(u64::MAX - 5),
+        },
+        t0(),
+    );
+    pool.add_tokens("a", 100);
+    pool.report(
+        &a,
+        &Outcome::Success {
+            tokens: Some(u64::MAX),
+        },
+        t0(),
+    );
+    let s = pool.snapshot(t0());
+    assert_eq!(s.providers[0].total_tokens_used, u64::MAX);
+    let saved = pool.records(t0());
+    assert_eq!(
+        saved["a"].total_tokens,
+        u64::MAX,
+        "the saturated value is what persists"
+    );
+}

@@ -542,6 +542,9 @@ struct MessagePeek<'a> {
     reasoning_content: Option<&'a RawValue>,
 }
 
+/// The `usage` added to an answer that has none (spliced in before its closing brace).
+const ZERO_USAGE: &str = r#","usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}"#;
+
 /// What a successful non-streaming body turned out to be.
 pub(super) enum Completion {
     /// A completion (possibly fixed), with the tokens it reports.
@@ -565,7 +568,8 @@ pub(super) fn completion(body: Bytes) -> Completion {
         .usage
         .and_then(|u| serde_json::from_str::<Usage>(u.get()).ok())
         .map(|u| u.total());
-    let mut broken = !has_usage(peek.usage) || !usage_whole(peek.usage);
+    let no_usage = !has_usage(peek.usage);
+    let mut broken = !no_usage && !usage_whole(peek.usage);
     for c in peek.choices.iter().flatten() {
         broken |= c
             .message
@@ -579,8 +583,25 @@ pub(super) fn completion(body: Bytes) -> Completion {
         let finish = c.finish_reason.map(RawValue::get);
         broken |= finish.is_none() || (calls && finish == Some("\"stop\""));
     }
-    if !broken {
+    if !broken && !no_usage {
         return Completion::Ok(body, tokens);
+    }
+    if !broken && peek.usage.is_none() {
+        // Only `usage` is missing: added at the end of the object, without a tree of the
+        // whole answer (which would take many times its size).
+        if let Some(end) = body.iter().rposition(|&b| b == b'}') {
+            let empty = body[..end]
+                .iter()
+                .rev()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|&b| b == b'{');
+            let usage = if empty { &ZERO_USAGE[1..] } else { ZERO_USAGE };
+            let mut out = Vec::with_capacity(body.len() + ZERO_USAGE.len());
+            out.extend_from_slice(&body[..end]);
+            out.extend_from_slice(usage.as_bytes());
+            out.extend_from_slice(&body[end..]);
+            return Completion::Ok(Bytes::from(out), tokens);
+        }
     }
     let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
         return Completion::Ok(body, tokens);
@@ -803,5 +824,61 @@ mod tests {
             )),
             Completion::Error(_)
         ));
+        // Only usage missing: spliced in, the rest kept byte for byte.
+        for raw in [
+            &br#"{"id":"x","choices":[{"index":0,"message":{"content":"a"},"finish_reason":"stop"}]}"#[..],
+            br#"{ }"#,
+        ] {
+            let Completion::Ok(out, _) = completion(Bytes::from_static(raw)) else {
+                panic!("not an error");
+            };
+            let v: Value = serde_json::from_slice(&out).expect("still JSON");
+            assert_eq!(v["usage"]["total_tokens"], 0, "{v}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, .. proptest::prelude::ProptestConfig::default() })]
+
+        /// Arbitrary bytes, and arbitrary JSON-ish events, never panic the fixer, and
+        /// what it sends is bounded by what came in.
+        #[test]
+        fn the_fixer_takes_any_event_without_panic_and_with_bounded_output(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            choices in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(r#"{"index":0}"#),
+                    proptest::strategy::Just(r#"{"delta":{"reasoning":"r","tool_calls":[{"function":{"name":"f"}}]},"finish_reason":7}"#),
+                    proptest::strategy::Just(r#"{"index":"x","delta":null,"finish_reason":"stop"}"#),
+                    proptest::strategy::Just("[]"),
+                    proptest::strategy::Just("null"),
+                ],
+                0..4,
+            ),
+            usage in proptest::prop_oneof![
+                proptest::strategy::Just(""),
+                proptest::strategy::Just(r#","usage":{"total_tokens":5}"#),
+                proptest::strategy::Just(r#","usage":"x""#),
+                proptest::strategy::Just(r#","usage":{"prompt_tokens":1.5,"completion_tokens":-2}"#),
+            ],
+        ) {
+            let mut f = fixer();
+            let seen = f.event(Bytes::from(raw.clone()));
+            proptest::prop_assert!(seen.out.len() <= raw.len() * 2 + 512);
+            let ev = format!("data: {{\"choices\":[{}]{usage}}}\n\n", choices.join(","));
+            let seen = f.event(Bytes::from(ev.clone()));
+            proptest::prop_assert!(seen.out.len() <= ev.len() * 2 + 512);
+            if seen.kind == Kind::Chunk {
+                let v = json_of(&seen.out);
+                for c in v["choices"].as_array().into_iter().flatten() {
+                    if c.is_object() {
+                        proptest::prop_assert!(c["delta"].is_object(), "{v}");
+                    }
+                }
+                if let Some(u) = v.get("usage") {
+                    proptest::prop_assert!(u.is_null() || u["total_tokens"].is_u64(), "{v}");
+                }
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@
 pub mod body;
 mod contract;
 pub mod error;
+pub mod sse;
 mod stream;
 pub mod wait;
 
@@ -30,6 +31,50 @@ use error::ApiError;
 /// Of a stream's start budget, what is kept for sending after a wait for a cooling
 /// provider: a stream waits at most until this long before its budget runs out.
 const STREAM_SEND_RESERVE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Most bytes of a provider's error body read (to classify it and relay it).
+const ERROR_BODY_MAX: usize = 1024 * 1024;
+
+/// Why a body was not read whole.
+enum Capped {
+    /// It broke off.
+    Broken,
+    /// It was larger than allowed.
+    TooLarge,
+}
+
+/// Reads a response body of at most `max` bytes (the declared length is checked first,
+/// then what arrives), so a provider cannot make the agent buffer without bound.
+async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Bytes, Capped> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(Capped::TooLarge);
+    }
+    let mut first: Option<Bytes> = None;
+    let mut more: Vec<u8> = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                let len = first.as_ref().map_or(0, Bytes::len) + more.len() + c.len();
+                if len > max {
+                    return Err(Capped::TooLarge);
+                }
+                match &first {
+                    // The usual case, a body in one piece: no copy.
+                    None if more.is_empty() => first = Some(c),
+                    _ => {
+                        if let Some(f) = first.take() {
+                            more.extend_from_slice(&f);
+                        }
+                        more.extend_from_slice(&c);
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(_) => return Err(Capped::Broken),
+        }
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(more)))
+}
 
 /// `X-Provider`: who answered.
 pub const X_PROVIDER: &str = "x-provider";
@@ -82,12 +127,16 @@ pub async fn chat_completions(State(engine): State<Engine>, body: Body) -> Respo
     // Whether some attempt failed for another reason than a rate limit (then the client
     // gets a 502 listing the attempts rather than a 429).
     let mut hard_failure = false;
+    // A non-streaming request has one budget too, across every attempt, until a
+    // provider's answer starts: clients such as Osaurus give up after 300 s.
+    let answer_deadline = tokio::time::Instant::now() + routing.request_start_timeout;
+    let budget_deadline = if stream {
+        start_deadline
+    } else {
+        answer_deadline
+    };
     let wait_for = |limit: std::time::Duration| {
-        if stream {
-            limit.min(start_deadline.saturating_duration_since(tokio::time::Instant::now()))
-        } else {
-            limit
-        }
+        limit.min(budget_deadline.saturating_duration_since(tokio::time::Instant::now()))
     };
     // Waiting for a cooling provider ends this long after the request came (for a
     // stream, early enough in its start budget to still be sent).
@@ -108,10 +157,17 @@ pub async fn chat_completions(State(engine): State<Engine>, body: Body) -> Respo
             }
             if wait_for(routing.first_byte_timeout).is_zero() {
                 hard_failure = true;
-                failures.push(format!(
-                    "no provider started answering within routing.stream_start_timeout_secs ({}s)",
-                    routing.stream_start_timeout.as_secs()
-                ));
+                failures.push(if stream {
+                    format!(
+                        "no provider started answering within routing.stream_start_timeout_secs ({}s)",
+                        routing.stream_start_timeout.as_secs()
+                    )
+                } else {
+                    format!(
+                        "no provider started answering within routing.request_start_timeout_secs ({}s)",
+                        routing.request_start_timeout.as_secs()
+                    )
+                });
                 break;
             }
             let Some(attempt) = engine
@@ -157,7 +213,7 @@ pub async fn chat_completions(State(engine): State<Engine>, body: Body) -> Respo
                         .await
                         .map(|r| (r, None))
                     } else {
-                        relay_json(&engine, &attempt, resp, routing.request_timeout).await
+                        relay_json(&engine, &attempt, resp, routing).await
                     };
                     match result {
                         Ok((response, tokens)) => {
@@ -176,11 +232,25 @@ pub async fn chat_completions(State(engine): State<Engine>, body: Body) -> Respo
                 }
                 // A failure status: read the (small) error body to classify it.
                 let headers = resp.headers().clone();
-                let err_body = tokio::time::timeout(routing.first_byte_timeout, resp.bytes())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or_default();
+                let err_body = match tokio::time::timeout(
+                    routing.first_byte_timeout,
+                    read_capped(resp, ERROR_BODY_MAX),
+                )
+                .await
+                {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(Capped::TooLarge)) => {
+                        break Outcome::Transient {
+                            reason: format!(
+                                "HTTP {}: an error body larger than {} KB",
+                                status.as_u16(),
+                                ERROR_BODY_MAX / 1024
+                            ),
+                            reached: true,
+                        }
+                    }
+                    Ok(Err(Capped::Broken)) | Err(_) => Bytes::new(),
+                };
                 match upstream::classify(
                     attempt.provider.quirks.kind,
                     status,
@@ -213,7 +283,7 @@ pub async fn chat_completions(State(engine): State<Engine>, body: Body) -> Respo
                         );
                         tracing::info!(
                             providers = %names.join(","),
-                            model = %attempt.model,
+                            model = %echo(&attempt.model),
                             status = status.as_u16(),
                             attempts,
                             stream,
@@ -306,7 +376,7 @@ fn log_answered(
     // One line per answered request in the log file: who was tried, never what was said.
     tracing::info!(
         providers = %names.join(","),
-        model = %model,
+        model = %echo(model),
         status,
         attempts = names.len(),
         stream,
@@ -314,6 +384,22 @@ fn log_answered(
         tokens,
         "request"
     );
+}
+
+/// Longest client-given text (a model name) echoed in a header or a log line.
+const ECHO_MAX: usize = 200;
+
+/// `text` cut to [`ECHO_MAX`] bytes (on a character boundary): a client's 3 MB model name
+/// must not become a 3 MB header or log line.
+fn echo(text: &str) -> &str {
+    if text.len() <= ECHO_MAX {
+        return text;
+    }
+    let mut end = ECHO_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn describe(attempt: &Attempt, what: &str) -> String {
@@ -420,7 +506,7 @@ fn provider_headers(h: &mut HeaderMap, attempt: &Attempt) {
     if let Ok(v) = HeaderValue::from_str(&attempt.provider.name) {
         h.insert(X_PROVIDER, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&attempt.model) {
+    if let Ok(v) = HeaderValue::from_str(echo(&attempt.model)) {
         h.insert(X_MODEL, v);
     }
 }
@@ -498,8 +584,9 @@ async fn relay_json(
     engine: &Engine,
     attempt: &Attempt,
     resp: reqwest::Response,
-    timeout: std::time::Duration,
+    routing: &crate::config::RoutingConfig,
 ) -> Result<(Response, Option<u64>), Outcome> {
+    let timeout = routing.request_timeout;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::OK);
     let ct = resp
         .headers()
@@ -509,16 +596,23 @@ async fn relay_json(
         reason,
         reached: true,
     };
-    let body = match tokio::time::timeout(timeout, resp.bytes()).await {
-        Err(_) => {
-            return Err(transient(format!(
-                "no complete answer within {}s",
-                timeout.as_secs()
-            )))
-        }
-        Ok(Err(e)) => return Err(transient(format!("answer broke off: {e}"))),
-        Ok(Ok(b)) => b,
-    };
+    let body =
+        match tokio::time::timeout(timeout, read_capped(resp, routing.max_response_bytes)).await {
+            Err(_) => {
+                return Err(transient(format!(
+                    "no complete answer within {}s",
+                    timeout.as_secs()
+                )))
+            }
+            Ok(Err(Capped::Broken)) => return Err(transient("the answer broke off".into())),
+            Ok(Err(Capped::TooLarge)) => {
+                return Err(transient(format!(
+                    "an answer larger than routing.max_response_bytes ({} bytes)",
+                    routing.max_response_bytes
+                )))
+            }
+            Ok(Ok(b)) => b,
+        };
     let (body, tokens) = match contract::completion(body) {
         contract::Completion::Ok(body, tokens) => (body, tokens),
         contract::Completion::Error(err) => {

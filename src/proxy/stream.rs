@@ -19,62 +19,18 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::Utc;
 use futures_util::{FutureExt, Stream, StreamExt};
 
 use super::contract::{client_error_event, error_event, ChunkFixer, Kind};
 use super::provider_headers;
+use super::sse::Framer;
 use crate::engine::Engine;
 use crate::pool::{Attempt, Outcome};
 use crate::upstream;
 
 type Upstream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
-/// Splits a byte stream into SSE events (each up to and including its blank line). Events
-/// wholly inside one chunk are slices of it; only an event cut by a chunk boundary is
-/// copied.
-#[derive(Default)]
-pub(super) struct Framer {
-    carry: BytesMut,
-}
-
-impl Framer {
-    /// Appends the complete events in `chunk` to `out`; keeps an unfinished tail.
-    pub fn push(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) {
-        let buf = if self.carry.is_empty() {
-            chunk
-        } else {
-            self.carry.extend_from_slice(&chunk);
-            self.carry.split().freeze()
-        };
-        let mut start = 0;
-        let mut line = 0;
-        while let Some(nl) = buf[line..].iter().position(|&b| b == b'\n') {
-            let end = line + nl;
-            let text = &buf[line..end];
-            let blank = text.is_empty() || text == b"\r";
-            line = end + 1;
-            if blank {
-                out.push(buf.slice(start..line));
-                start = line;
-            }
-        }
-        if start < buf.len() {
-            self.carry.extend_from_slice(&buf[start..]);
-        }
-    }
-
-    /// At the end of the stream: an unterminated last event, completed.
-    pub fn finish(&mut self) -> Option<Bytes> {
-        if self.carry.iter().all(u8::is_ascii_whitespace) {
-            self.carry.clear();
-            return None;
-        }
-        self.carry.extend_from_slice(b"\n\n");
-        Some(self.carry.split().freeze())
-    }
-}
 
 /// Waits (at most `wait`) for the first data event, then commits to this provider and
 /// relays the rest. `Err` is the outcome of a failed attempt; nothing was sent then.
@@ -107,6 +63,7 @@ pub(super) async fn relay(
         reached: true,
     };
     let mut ended = false;
+    let mut held_back = 0usize;
     let first_tokens;
     // The events of the committing chunk that came after the first data event.
     let leftover: Vec<Bytes>;
@@ -127,7 +84,12 @@ pub(super) async fn relay(
         };
         let mut events = Vec::new();
         match chunk {
-            Some(c) => framer.push(c, &mut events),
+            Some(c) => {
+                if let Err(e) = framer.push(c, &mut events) {
+                    engine.pool.count_oversized(attempt);
+                    return Err(transient(e.to_string()));
+                }
+            }
             None => {
                 ended = true;
                 events.extend(framer.finish());
@@ -137,7 +99,15 @@ pub(super) async fn relay(
         while let Some(ev) = events.next() {
             let seen = fixer.event(ev);
             match seen.kind {
-                Kind::Other => queue.push_back(attempt.mask.relay(seen.out)),
+                Kind::Other => {
+                    // Comments and pings before the first data event mean nothing to the
+                    // client: a few are kept, the rest dropped, so a provider that sends
+                    // only those cannot fill memory while the start budget runs.
+                    if held_back < HELD_BACK_BYTES {
+                        held_back += seen.out.len();
+                        queue.push_back(attempt.mask.relay(seen.out));
+                    }
+                }
                 Kind::Error(payload) => {
                     return Err(upstream::classify_stream_error(
                         attempt.provider.quirks.kind,
@@ -278,12 +248,17 @@ impl RelayState {
     fn take(&mut self, item: Option<reqwest::Result<Bytes>>) {
         match item {
             Some(Ok(chunk)) => {
-                self.framer.push(chunk, &mut self.events);
+                let framed = self.framer.push(chunk, &mut self.events);
                 let mut events = std::mem::take(&mut self.events);
                 for ev in events.drain(..) {
                     self.handle(ev);
                 }
                 self.events = events;
+                if let Err(e) = framed {
+                    tracing::warn!(provider = %self.attempt.provider.name, "{e}; the stream was ended");
+                    self.engine.pool.count_oversized(&self.attempt);
+                    self.fail(format!("{e}; the stream was ended"), "upstream_error");
+                }
             }
             Some(Err(e)) => {
                 tracing::warn!(provider = %self.attempt.provider.name, "stream broke off midway");
@@ -343,6 +318,10 @@ impl Drop for RelayState {
         }
     }
 }
+
+/// Most bytes of comments and other non-data events held back before the first data
+/// event.
+const HELD_BACK_BYTES: usize = 8 * 1024;
 
 /// Most further upstream chunks collected after one, before answering (hyper writes up
 /// to 16 buffers at once).
@@ -458,23 +437,5 @@ mod tests {
         assert!(b.should_look());
         b.looked(true);
         assert!(b.should_look());
-    }
-
-    #[test]
-    fn framer_slices_whole_events_and_joins_cut_ones() {
-        let mut f = Framer::default();
-        let mut out = Vec::new();
-        let chunk = Bytes::from_static(b"data: a\n\ndata: b\r\n\r\ndata: c");
-        f.push(chunk.clone(), &mut out);
-        assert_eq!(out, [&b"data: a\n\n"[..], &b"data: b\r\n\r\n"[..]]);
-        assert_eq!(out[0].as_ptr(), chunk.as_ptr(), "a slice, not a copy");
-        out.clear();
-        f.push(Bytes::from_static(b"\n"), &mut out);
-        assert!(out.is_empty());
-        f.push(Bytes::from_static(b"\n: keep-alive\n\n"), &mut out);
-        assert_eq!(out, [&b"data: c\n\n"[..], &b": keep-alive\n\n"[..]]);
-        assert_eq!(f.finish(), None);
-        f.push(Bytes::from_static(b"data: [DONE]"), &mut out);
-        assert_eq!(f.finish().as_deref(), Some(&b"data: [DONE]\n\n"[..]));
     }
 }

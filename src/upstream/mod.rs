@@ -41,8 +41,30 @@ pub fn build_client(routing: &RoutingConfig) -> reqwest::Result<Client> {
         .build()
 }
 
+/// This agent's hop tag, `llm-rotator-<random>`, sent upstream in `Via`. A request that
+/// comes back carrying it has looped (a `base_url` pointing at this agent, or two agents
+/// pointing at each other) and is refused; another agent's tag is a legitimate chain.
+pub fn hop_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        format!("llm-rotator-{:016x}", h.finish())
+    })
+}
+
+/// Whether a client request already went through this agent (its `Via` names our tag).
+pub fn looped(headers: &axum::http::HeaderMap) -> bool {
+    headers.get_all(axum::http::header::VIA).iter().any(|v| {
+        v.as_bytes()
+            .windows(hop_tag().len())
+            .any(|w| w == hop_tag().as_bytes())
+    })
+}
+
 /// Sends a chat-completions attempt: the body as given, the attempt's key, nothing from
-/// the client's headers.
+/// the client's headers (but our hop tag in `Via`).
 pub async fn send(
     client: &Client,
     attempt: &Attempt,
@@ -61,6 +83,7 @@ pub async fn send(
                 "application/json"
             }),
         )
+        .header(reqwest::header::VIA, via())
         .body(body);
     if let Some(key) = &attempt.key {
         req = req.header(AUTHORIZATION, bearer(key.expose())?);
@@ -70,6 +93,15 @@ pub async fn send(
         Ok(Err(e)) => Err(SendFailure::from_reqwest(&e)),
         Ok(Ok(resp)) => Ok(resp),
     }
+}
+
+fn via() -> HeaderValue {
+    static VIA: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
+    VIA.get_or_init(|| {
+        HeaderValue::from_str(&format!("1.1 {}", hop_tag()))
+            .unwrap_or(HeaderValue::from_static("1.1 llm-rotator"))
+    })
+    .clone()
 }
 
 fn bearer(key: &str) -> Result<HeaderValue, SendFailure> {
@@ -102,8 +134,12 @@ impl SendFailure {
         } else if e.is_timeout() {
             SendFailure::Timeout(Duration::ZERO)
         } else {
-            // reqwest's Display includes the URL (no key), and a short cause.
+            // reqwest's Display includes the URL: shown without its query values (some
+            // gateways take the key there).
             let mut msg = e.to_string();
+            if let Some(url) = e.url() {
+                msg = msg.replace(url.as_str(), &crate::config::shown_url(url.as_str()));
+            }
             let mut src = std::error::Error::source(e);
             while let Some(s) = src {
                 msg = format!("{msg}: {s}");

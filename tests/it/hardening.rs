@@ -338,10 +338,9 @@ async fn a_retry_after_in_the_year_9999_is_capped_and_enable_clears_it() {
     .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(headers["x-provider"], "spare");
-    // Not millennia: a week at most (the plain 429's hint is not yet held to
-    // routing.max_cooldown_secs; that needs the pool to apply it).
+    // Not millennia: a plain rate limit rests at most routing.max_cooldown_secs (3600).
     let status = get_json(&bin, "/status").await;
-    assert_cooling(&status, "far", 0, WEEK_SECS);
+    assert_cooling(&status, "far", 0, 3600);
 
     // A manual enable is "try it again now".
     let (code, body) = answer_within(

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod doctor;
 mod hardening;
+mod hostile;
 mod keys;
 mod models;
 mod osaurus;

@@ -29,6 +29,7 @@ fn provider(name: &str, priority: u32, state: ProviderStateKind) -> ProviderSnap
         catalog_fetched_at: None,
         catalog_models: 0,
         offers: Vec::new(),
+        oversized_events: 0,
     }
 }
 
