@@ -20,6 +20,16 @@ fn peak_rss_mb(pid: u32) -> u64 {
     kb / 1024
 }
 
+/// CPU time a process used so far, in seconds (Linux `/proc`, 100 ticks a second).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').expect("stat") + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+    ticks as f64 / 100.0
+}
+
 fn start(dir: &std::path::Path, top: &str, providers: &[P<'_>], env: &[(&str, &str)]) -> Binary {
     let port = free_port();
     let cfg = config_text(top, providers);
@@ -224,6 +234,10 @@ async fn pings_before_the_first_event_and_a_line_that_never_ends_are_bounded() {
     assert_eq!(st["state"], "cooling_down", "{st}");
     let rss = peak_rss_mb(bin.child.id());
     assert!(rss < 60, "peak RSS {rss} MB");
+    // 40 MB of pings and a 6 MB line: linear work, well under a few CPU seconds (the
+    // old framer rescanned the whole carry on every chunk).
+    let cpu = cpu_secs(bin.child.id());
+    assert!(cpu < 5.0, "{cpu} CPU seconds");
 }
 
 #[tokio::test]
