@@ -419,7 +419,11 @@ pub fn start(engine: &Engine, data_dir: &Path) -> CatalogTask {
         let mut config = engine.subscribe_config();
         let wanted = engine.pool.catalog_wanted();
         loop {
-            refresh(&engine, &mut cache).await;
+            // Shutdown never waits for a provider's list.
+            tokio::select! {
+                () = refresh(&engine, &mut cache) => {}
+                _ = stopped.wait_for(|s| *s) => break,
+            }
             let write = Arc::clone(&path);
             let snapshot = CacheFile {
                 providers: cache.providers.clone(),

@@ -16,15 +16,13 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::http::HeaderValue;
 use bytes::Bytes;
 use chrono::Utc;
 use futures_util::{FutureExt, Stream, StreamExt};
 
 use super::contract::{client_error_event, error_event, ChunkFixer, Kind};
-use super::provider_headers;
+use super::rotate::AnswerBody;
 use super::sse::Framer;
 use crate::engine::Engine;
 use crate::pool::{Attempt, Outcome};
@@ -41,7 +39,7 @@ pub(super) async fn relay(
     wait: Duration,
     idle: Duration,
     usage_for: Option<u64>,
-) -> Result<Response, Outcome> {
+) -> Result<AnswerBody, Outcome> {
     let ct = resp
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
@@ -156,15 +154,10 @@ pub(super) async fn relay(
     if ended {
         state.end();
     }
-    let body = futures_util::stream::unfold(state, next_chunk);
-    let mut out = Response::new(Body::from_stream(body));
-    *out.status_mut() = StatusCode::OK;
-    let h = out.headers_mut();
-    h.insert(header::CONTENT_TYPE, ct);
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    provider_headers(h, attempt);
-    Ok(out)
+    Ok(AnswerBody::Stream {
+        content_type: ct,
+        events: Box::pin(futures_util::stream::unfold(state, next_chunk)),
+    })
 }
 
 struct RelayState {

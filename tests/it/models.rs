@@ -307,6 +307,11 @@ async fn the_catalog_is_read_at_start_used_to_pick_and_kept_for_a_start_without_
     let models = get_json(&bin, "/v1/models").await;
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
     assert_eq!(ids(&models), ["auto", "current"]);
+    // Shutdown does not wait for the hung read.
+    let started = std::time::Instant::now();
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(), Some(0));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
 #[tokio::test]
