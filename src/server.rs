@@ -42,6 +42,8 @@ pub fn router(engine: Engine) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(proxy::chat_completions))
         .route("/chat/completions", post(proxy::chat_completions))
+        .route("/v1/embeddings", post(proxy::embeddings))
+        .route("/embeddings", post(proxy::embeddings))
         .route("/v1/models", get(proxy::models))
         .route("/models", get(proxy::models))
         .route("/health", get(admin::health))

@@ -541,6 +541,7 @@ mod tests {
             preferred: vec!["m".into()],
             models: vec![],
             list_all_models: false,
+            embedding_models: vec![],
             priority: 1,
             enabled,
             api_key_env: vec![],

@@ -225,6 +225,8 @@ pub struct ProviderConfig {
     pub preferred: Vec<String>,
     /// Further model ids this provider serves.
     pub models: Vec<String>,
+    /// Embedding model ids it serves on `/v1/embeddings` (the first is used for "auto").
+    pub embedding_models: Vec<String>,
     /// Whether `GET /v1/models` also lists everything the provider's catalog offers, as
     /// `provider/model` ids.
     pub list_all_models: bool,
@@ -267,7 +269,9 @@ pub fn shown_url(url: &str) -> String {
 impl ProviderConfig {
     /// Whether this provider serves `model` (its default model or one of `models`).
     pub fn serves(&self, model: &str) -> bool {
-        self.preferred.iter().any(|m| m == model) || self.models.iter().any(|m| m == model)
+        self.preferred.iter().any(|m| m == model)
+            || self.models.iter().any(|m| m == model)
+            || self.embedding_models.iter().any(|m| m == model)
     }
 
     /// Every configured model id: the preference list, then `models`.

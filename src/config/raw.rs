@@ -85,6 +85,8 @@ struct RawProvider {
     #[serde(default)]
     models: Vec<String>,
     list_all_models: Option<bool>,
+    #[serde(default)]
+    embedding_models: Vec<String>,
     priority: Option<Spanned<u32>>,
     enabled: Option<bool>,
     api_key_env: Option<Spanned<OneOrMany>>,
@@ -504,6 +506,7 @@ fn validate_provider(
         preferred,
         models: p.models,
         list_all_models: p.list_all_models.unwrap_or(false),
+        embedding_models: p.embedding_models,
         priority,
         enabled: p.enabled.unwrap_or(true),
         api_key_env,

@@ -30,6 +30,9 @@ pub enum Route {
     Any,
     /// Only providers listing this model.
     Model(String),
+    /// Any provider that lists embedding models, each with its first (`"auto"` or no
+    /// model on `/v1/embeddings`).
+    AnyEmbedding,
     /// Only this provider, with this model (`"<provider>/<model>"`).
     Pinned {
         /// Provider name.
@@ -317,6 +320,12 @@ impl ProviderState {
                 let first = usable.clone().find(|m| listed(m));
                 first.or_else(|| usable.next())
             }
+            Route::AnyEmbedding => self
+                .config
+                .embedding_models
+                .iter()
+                .map(String::as_str)
+                .find(|m| ok(m)),
             Route::Model(m) => (self.config.serves(m) && ok(m)).then_some(m.as_str()),
             Route::Pinned { provider, model } => {
                 (self.config.name == *provider && ok(model)).then_some(model.as_str())
@@ -919,7 +928,7 @@ impl Pool {
     /// (or is gone), what each said, as "provider: text". `None` otherwise.
     pub fn retired_on_route(&self, route: &Route) -> Option<Vec<String>> {
         let model = match route {
-            Route::Any => return None,
+            Route::Any | Route::AnyEmbedding => return None,
             Route::Model(m) | Route::Pinned { model: m, .. } => m,
         };
         let inner = self.lock();
@@ -1287,6 +1296,7 @@ impl Inner {
 fn route_matches(route: &Route, p: &ProviderConfig) -> bool {
     match route {
         Route::Any => true,
+        Route::AnyEmbedding => !p.embedding_models.is_empty(),
         Route::Model(m) => p.serves(m),
         Route::Pinned { provider, .. } => p.name == *provider,
     }
@@ -1309,6 +1319,15 @@ fn secs_until(t: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
 }
 
 /// Decides the route for a requested model against the configured providers.
+/// The route of an embeddings request: "auto" or no model → any provider with embedding
+/// models; otherwise as [`route_for`].
+pub fn route_for_embeddings(model: Option<&str>, providers: &[Arc<ProviderConfig>]) -> Route {
+    match route_for(model, providers) {
+        Route::Any => Route::AnyEmbedding,
+        other => other,
+    }
+}
+
 pub fn route_for(model: Option<&str>, providers: &[Arc<ProviderConfig>]) -> Route {
     let Some(model) = model
         .map(str::trim)

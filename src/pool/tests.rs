@@ -18,6 +18,7 @@ fn provider(name: &str, priority: u32, models: &[&str]) -> Arc<ProviderConfig> {
         preferred: vec![format!("{name}-default")],
         models: models.iter().map(|m| (*m).to_string()).collect(),
         list_all_models: false,
+        embedding_models: vec![],
         priority,
         enabled: true,
         api_key_env: vec![],

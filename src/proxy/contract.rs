@@ -542,6 +542,31 @@ struct MessagePeek<'a> {
     reasoning_content: Option<&'a RawValue>,
 }
 
+/// A successful embeddings answer: passed on as it came (a list with `data`), with the
+/// tokens its `usage` reports; an error object or non-JSON is a failed attempt.
+pub(super) fn embeddings(body: Bytes) -> Completion {
+    #[derive(Deserialize)]
+    struct Peek<'a> {
+        #[serde(borrow)]
+        usage: Option<&'a RawValue>,
+        #[serde(borrow)]
+        error: Option<&'a RawValue>,
+        #[serde(borrow)]
+        data: Option<&'a RawValue>,
+    }
+    let Ok(peek) = serde_json::from_slice::<Peek<'_>>(&body) else {
+        return Completion::NotJson;
+    };
+    if peek.error.is_some() && peek.data.is_none() {
+        return Completion::Error(body);
+    }
+    let tokens = peek
+        .usage
+        .and_then(|u| serde_json::from_str::<Usage>(u.get()).ok())
+        .map(|u| u.total());
+    Completion::Ok(body, tokens)
+}
+
 /// The `usage` added to an answer that has none (spliced in before its closing brace).
 const ZERO_USAGE: &str = r#","usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}"#;
 

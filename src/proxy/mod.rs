@@ -57,7 +57,50 @@ pub async fn chat_completions(
     let config = engine.config();
     let bytes = read_body(body, config.server.max_body_bytes).await?;
     let chat = ChatBody::parse(&bytes).map_err(|e| body_error(&e))?;
-    let answer = rotate::rotate(&engine, &rotate::Http(&engine.client), &chat).await?;
+    let answer = rotate::rotate(
+        &engine,
+        &rotate::Http(&engine.client),
+        &chat,
+        crate::upstream::Endpoint::Chat,
+    )
+    .await?;
+    Ok(chat_response(answer))
+}
+
+/// `POST /v1/embeddings`: rotated among the providers that list embedding models
+/// (`embedding_models`), with the same cooldown rules; `input`, `encoding_format` and
+/// `dimensions` are passed on as sent.
+pub async fn embeddings(State(engine): State<Engine>, body: Body) -> Result<Response, ApiError> {
+    let config = engine.config();
+    let bytes = read_body(body, config.server.max_body_bytes).await?;
+    let req = ChatBody::parse(&bytes).map_err(|e| body_error(&e))?;
+    if !req.has("input") {
+        return Err(ApiError::bad_request(
+            "`input` is required: a string or an array of strings or token arrays",
+        ));
+    }
+    if req.stream() {
+        return Err(ApiError::bad_request("embeddings cannot be streamed"));
+    }
+    if !config
+        .providers
+        .iter()
+        .any(|p| !p.embedding_models.is_empty())
+    {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "no_provider_available",
+            "no provider is configured for embeddings; add embedding_models = [\"…\"] to a provider",
+        ));
+    }
+    let answer = rotate::rotate(
+        &engine,
+        &rotate::Http(&engine.client),
+        &req,
+        crate::upstream::Endpoint::Embeddings,
+    )
+    .await?;
     Ok(chat_response(answer))
 }
 

@@ -22,15 +22,17 @@ use super::body::ChatBody;
 use super::error::ApiError;
 use super::{contract, stream, wait};
 use crate::engine::Engine;
-use crate::pool::{route_for, Attempt, Outcome, Unavailable};
-use crate::upstream::{self, limits, SendFailure, Verdict};
+use crate::pool::{route_for, route_for_embeddings, Attempt, Outcome, Unavailable};
+use crate::upstream::{self, limits, Endpoint, SendFailure, Verdict};
 
 /// Sends one attempt upstream: the seam between the rotation policy and the network.
 pub trait Sender: Sync {
-    /// Sends `body` for `attempt`; `Err` when no HTTP response came within `timeout`.
+    /// Sends `body` for `attempt` to `endpoint`; `Err` when no HTTP response came within
+    /// `timeout`.
     fn send<'a>(
         &'a self,
         attempt: &'a Attempt,
+        endpoint: Endpoint,
         body: Bytes,
         stream: bool,
         timeout: Duration,
@@ -44,11 +46,14 @@ impl Sender for Http<'_> {
     fn send<'a>(
         &'a self,
         attempt: &'a Attempt,
+        endpoint: Endpoint,
         body: Bytes,
         stream: bool,
         timeout: Duration,
     ) -> Pin<Box<dyn Future<Output = Result<reqwest::Response, SendFailure>> + Send + 'a>> {
-        Box::pin(upstream::send(self.0, attempt, body, stream, timeout))
+        Box::pin(upstream::send(
+            self.0, attempt, endpoint, body, stream, timeout,
+        ))
     }
 }
 
@@ -122,11 +127,15 @@ pub async fn rotate(
     engine: &Engine,
     sender: &dyn Sender,
     chat: &ChatBody<'_>,
+    endpoint: Endpoint,
 ) -> Result<Answer, ApiError> {
     let config = engine.config();
     let started = Instant::now();
-    let route = route_for(chat.model(), &config.providers);
-    let stream = chat.stream();
+    let route = match endpoint {
+        Endpoint::Chat => route_for(chat.model(), &config.providers),
+        Endpoint::Embeddings => route_for_embeddings(chat.model(), &config.providers),
+    };
+    let stream = chat.stream() && endpoint == Endpoint::Chat;
     let routing = &config.routing;
     // A streaming client hears nothing until the first event is relayed: every wait
     // (sending, rotating, the first event) comes out of this one budget, kept under the
@@ -199,11 +208,17 @@ pub async fn rotate(
             // One retry without a parameter the provider named in a 400/422.
             let mut also_drop: Vec<String> = Vec::new();
             let outcome = loop {
-                let upstream_body =
-                    chat.shaped(&attempt.model, &attempt.provider.quirks, &also_drop);
+                let upstream_body = match endpoint {
+                    Endpoint::Chat => {
+                        chat.shaped(&attempt.model, &attempt.provider.quirks, &also_drop)
+                    }
+                    // Embeddings go as the client sent them, with the provider's model.
+                    Endpoint::Embeddings => chat.with_model(&attempt.model),
+                };
                 let sent = sender
                     .send(
                         &attempt,
+                        endpoint,
                         upstream_body,
                         stream,
                         wait_for(routing.first_byte_timeout),
@@ -228,7 +243,7 @@ pub async fn rotate(
                         .await
                         .map(|body| (body, None))
                     } else {
-                        relay_json(engine, &attempt, resp, routing).await
+                        relay_json(engine, &attempt, resp, routing, endpoint).await
                     };
                     match result {
                         Ok((body, tokens)) => {
@@ -614,6 +629,7 @@ async fn relay_json(
     attempt: &Attempt,
     resp: reqwest::Response,
     routing: &crate::config::RoutingConfig,
+    endpoint: Endpoint,
 ) -> Result<(AnswerBody, Option<u64>), Outcome> {
     let timeout = routing.request_timeout;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::OK);
@@ -642,7 +658,11 @@ async fn relay_json(
             }
             Ok(Ok(b)) => b,
         };
-    let (body, tokens) = match contract::completion(body) {
+    let checked = match endpoint {
+        Endpoint::Chat => contract::completion(body),
+        Endpoint::Embeddings => contract::embeddings(body),
+    };
+    let (body, tokens) = match checked {
         contract::Completion::Ok(body, tokens) => (body, tokens),
         contract::Completion::Error(err) => {
             return Err(upstream::classify_stream_error(
@@ -704,6 +724,7 @@ mod tests {
         fn send<'a>(
             &'a self,
             attempt: &'a Attempt,
+            _endpoint: Endpoint,
             body: Bytes,
             _stream: bool,
             _timeout: Duration,
@@ -752,7 +773,7 @@ mod tests {
 
     async fn ask(engine: &Engine, sender: &Scripted, body: &str) -> Result<Answer, ApiError> {
         let chat = ChatBody::parse(body.as_bytes()).expect("body");
-        rotate(engine, sender, &chat).await
+        rotate(engine, sender, &chat, Endpoint::Chat).await
     }
 
     #[tokio::test]

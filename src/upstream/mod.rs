@@ -63,17 +63,35 @@ pub fn looped(headers: &axum::http::HeaderMap) -> bool {
     })
 }
 
-/// Sends a chat-completions attempt: the body as given, the attempt's key, nothing from
+/// Which of a provider's OpenAI endpoints an attempt goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `{base_url}/chat/completions`.
+    Chat,
+    /// `{base_url}/embeddings`.
+    Embeddings,
+}
+
+/// Sends an attempt to `endpoint`: the body as given, the attempt's key, nothing from
 /// the client's headers (but our hop tag in `Via`).
 pub async fn send(
     client: &Client,
     attempt: &Attempt,
+    endpoint: Endpoint,
     body: Bytes,
     stream: bool,
     first_byte_timeout: Duration,
 ) -> Result<reqwest::Response, SendFailure> {
+    let url = match endpoint {
+        Endpoint::Chat => attempt.provider.chat_url.clone(),
+        Endpoint::Embeddings => reqwest::Url::parse(&crate::config::endpoint_url(
+            &attempt.provider.base_url,
+            "/embeddings",
+        ))
+        .map_err(|e| SendFailure::Other(format!("bad embeddings URL: {e}")))?,
+    };
     let mut req = client
-        .post(attempt.provider.chat_url.clone())
+        .post(url)
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .header(
             ACCEPT,

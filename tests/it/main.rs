@@ -6,6 +6,7 @@ mod background_agent;
 mod cli;
 mod common;
 mod doctor;
+mod frontends;
 mod hardening;
 mod hostile;
 mod keys;
