@@ -43,6 +43,8 @@ pub fn router(engine: Engine) -> Router {
         .route("/v1/chat/completions", post(proxy::chat_completions))
         .route("/chat/completions", post(proxy::chat_completions))
         .route("/v1/embeddings", post(proxy::embeddings))
+        .route("/v1/completions", post(proxy::completions))
+        .route("/completions", post(proxy::completions))
         .route("/embeddings", post(proxy::embeddings))
         .route("/v1/models", get(proxy::models))
         .route("/models", get(proxy::models))

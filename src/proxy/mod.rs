@@ -6,6 +6,8 @@
 pub mod body;
 mod contract;
 pub mod error;
+pub mod events;
+pub mod legacy;
 pub mod rotate;
 pub mod sse;
 mod stream;
@@ -65,6 +67,56 @@ pub async fn chat_completions(
     )
     .await?;
     Ok(chat_response(answer))
+}
+
+/// `POST /v1/completions` (legacy): translated to chat completions and back (see
+/// [`legacy`]).
+pub async fn completions(State(engine): State<Engine>, body: Body) -> Result<Response, ApiError> {
+    let config = engine.config();
+    let bytes = read_body(body, config.server.max_body_bytes).await?;
+    let req: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let chat_bytes = serde_json::to_vec(&legacy::to_chat(&req)?)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let chat = ChatBody::parse(&chat_bytes).map_err(|e| body_error(&e))?;
+    let answer = rotate::rotate(
+        &engine,
+        &rotate::Http(&engine.client),
+        &chat,
+        crate::upstream::Endpoint::Chat,
+    )
+    .await?;
+    let body = match answer.body {
+        AnswerBody::Json {
+            status,
+            content_type,
+            body,
+        } => {
+            let chat: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            AnswerBody::Json {
+                status,
+                content_type,
+                body: Bytes::from(legacy::from_chat(&chat).to_string()),
+            }
+        }
+        AnswerBody::Stream {
+            content_type,
+            events,
+        } => AnswerBody::Stream {
+            content_type,
+            events: events::translate(
+                events,
+                (),
+                |(), ev| legacy::stream_event(ev),
+                |()| Vec::new(),
+            ),
+        },
+        relayed @ AnswerBody::Relayed { .. } => relayed,
+    };
+    Ok(chat_response(rotate::Answer {
+        attempt: answer.attempt,
+        body,
+    }))
 }
 
 /// `POST /v1/embeddings`: rotated among the providers that list embedding models

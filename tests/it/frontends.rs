@@ -125,3 +125,75 @@ async fn embeddings_refuse_bad_input_clearly() {
     assert!(body.contains("`input` is required"), "{body}");
     assert_eq!(a.hits(), 0);
 }
+
+#[tokio::test]
+async fn legacy_completions_are_translated_to_chat_and_back_streamed_and_not() {
+    let a = Mock::start(vec![Reply::json_with(
+        429,
+        &[("retry-after", "300")],
+        json!({}),
+    )])
+    .await;
+    let b = Mock::start(vec![
+        Reply::completion(" a time"),
+        Reply::stream(&[" there", " was"], std::time::Duration::ZERO),
+    ])
+    .await;
+    let proxy = Proxy::start(
+        &config_text("", &[P::new("a", &a, 1), P::new("b", &b, 2)]),
+        &[
+            ("a", &["ka-0000000000000000"]),
+            ("b", &["kb-0000000000000000"]),
+        ],
+    )
+    .await;
+    let (code, headers, body) = post(
+        &proxy,
+        "/v1/completions",
+        json!({"model": "auto", "prompt": "Once upon", "max_tokens": 8}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(headers["x-provider"], "b", "rotated past the 429");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"][0]["text"], " a time");
+    let sent = b.requests()[0].json();
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "user", "content": "Once upon"}])
+    );
+    assert_eq!(b.requests()[0].path, "/v1/chat/completions");
+
+    let (code, _, body) = post(
+        &proxy,
+        "/v1/completions",
+        json!({"prompt": "Once upon", "stream": true}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let texts: Vec<String> = body
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).expect("json"))
+        .inspect(|v| assert_eq!(v["object"], "text_completion"))
+        .map(|v| {
+            v["choices"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(texts.concat(), " there was");
+    assert!(body.trim_end().ends_with("data: [DONE]"));
+
+    let (code, _, body) = post(
+        &proxy,
+        "/v1/completions",
+        json!({"prompt": "x", "suffix": "y"}),
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(body.contains("suffix"), "{body}");
+}
