@@ -37,6 +37,8 @@ pub struct Engine {
     pub pool: Pool,
     /// Requests waiting for a cooling provider.
     pub waiting: Arc<WaitingRoom>,
+    /// Recent `/v1/responses` conversations, for `previous_response_id`.
+    pub responses: Arc<crate::frontends::http::ResponseStore>,
     config: Arc<watch::Sender<Arc<Config>>>,
     /// The shared upstream client.
     pub client: reqwest::Client,
@@ -82,6 +84,7 @@ impl Engine {
         let (tx, _rx) = watch::channel(Arc::new(config));
         Ok(Engine {
             waiting: WaitingRoom::new(pool.clone()),
+            responses: Arc::default(),
             pool,
             config: Arc::new(tx),
             client,

@@ -10,6 +10,7 @@ pub mod config;
 pub mod doctor;
 pub mod engine;
 pub mod files;
+pub mod frontends;
 pub mod keys_cli;
 pub mod logging;
 pub mod paths;

@@ -44,6 +44,13 @@ pub fn router(engine: Engine) -> Router {
         .route("/chat/completions", post(proxy::chat_completions))
         .route("/v1/embeddings", post(proxy::embeddings))
         .route("/v1/completions", post(proxy::completions))
+        .route("/v1/responses", post(crate::frontends::http::responses))
+        .route("/responses", post(crate::frontends::http::responses))
+        .route("/v1/messages", post(crate::frontends::http::messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(crate::frontends::http::count_tokens),
+        )
         .route("/completions", post(proxy::completions))
         .route("/embeddings", post(proxy::embeddings))
         .route("/v1/models", get(proxy::models))
@@ -228,19 +235,28 @@ async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Respon
     }
     if let Some(token) = &server.auth_token {
         if req.uri().path() != "/health" {
+            // Anthropic clients (Claude Code) send the key as x-api-key.
             let given = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
+                .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
                 .map(str::trim);
             if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-                return ApiError::new(
+                let err = ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "authentication_error",
                     "invalid_api_key",
-                    "this proxy requires Authorization: Bearer <server.auth_token>",
-                )
-                .into_response();
+                    "this proxy requires Authorization: Bearer <server.auth_token> (or x-api-key)",
+                );
+                if req.uri().path().starts_with("/v1/messages") {
+                    let body = crate::frontends::messages::error_body(
+                        "authentication_error",
+                        &err.message,
+                    );
+                    return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+                }
+                return err.into_response();
             }
         }
     }

@@ -134,6 +134,10 @@ pub struct Config {
     pub log: LogConfig,
     /// Providers, in file order.
     pub providers: Vec<Arc<ProviderConfig>>,
+    /// `[model_aliases]`: client model ids (exact, or a pattern ending in `*`) mapped to
+    /// `auto`, a model, or `provider/model`, for clients that send their own ids (Claude
+    /// Code's `claude-…`).
+    pub model_aliases: Vec<(String, String)>,
 }
 
 /// `[server]`.

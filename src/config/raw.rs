@@ -25,6 +25,8 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     providers: Vec<RawProvider>,
+    #[serde(default)]
+    model_aliases: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,11 +169,15 @@ fn validate(raw: RawConfig, text: &str) -> Result<Config, Invalid> {
         let provider = validate_provider(p, i, text, &mut names, &server)?;
         providers.push(Arc::new(provider));
     }
+    // Exact ids first, then patterns, longest first: the most specific alias wins.
+    let mut model_aliases: Vec<(String, String)> = raw.model_aliases.into_iter().collect();
+    model_aliases.sort_by_key(|(k, _)| (k.ends_with('*'), std::cmp::Reverse(k.len())));
     Ok(Config {
         server,
         routing,
         log,
         providers,
+        model_aliases,
     })
 }
 

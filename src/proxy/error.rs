@@ -26,6 +26,8 @@ pub struct ApiError {
     pub retry_after: Option<Duration>,
     /// Extra detail (e.g. per-provider states) under `error.providers`.
     pub providers: Vec<String>,
+    /// The request field at fault, under `error.param`.
+    pub param: Option<Box<str>>,
 }
 
 impl ApiError {
@@ -43,6 +45,7 @@ impl ApiError {
             code,
             retry_after: None,
             providers: Vec::new(),
+            param: None,
         }
     }
 
@@ -81,7 +84,7 @@ impl ApiError {
         let mut err = json!({
             "message": self.message,
             "type": self.kind,
-            "param": null,
+            "param": self.param,
             "code": self.code,
         });
         if !self.providers.is_empty() {
