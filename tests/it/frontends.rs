@@ -197,3 +197,144 @@ async fn legacy_completions_are_translated_to_chat_and_back_streamed_and_not() {
     assert_eq!(code, 400);
     assert!(body.contains("suffix"), "{body}");
 }
+
+#[tokio::test]
+async fn messages_map_client_model_ids_through_aliases_and_accept_x_api_key() {
+    let a = Mock::start(vec![Reply::completion("from a")]).await;
+    let b = Mock::start(vec![Reply::completion("from b")]).await;
+    let cfg = config_text(
+        "[server]\nauth_token = \"token-0123456789abcdef\"\n[model_aliases]\n\"claude-haiku-*\" = \"b/b-model\"\n",
+        &[P::new("a", &a, 1), P::new("b", &b, 2)],
+    );
+    let proxy = Proxy::start(
+        &cfg,
+        &[
+            ("a", &["ka-0000000000000000"]),
+            ("b", &["kb-0000000000000000"]),
+        ],
+    )
+    .await;
+    let ask = |model: &str, key: &str| {
+        client()
+            .post(proxy.url("/v1/messages?beta=true"))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": model, "max_tokens": 16,
+                          "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let resp = ask("claude-haiku-4-5", "token-0123456789abcdef")
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-provider"], "b");
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["model"], "claude-haiku-4-5", "the client's id is echoed");
+    assert_eq!(v["content"][0]["text"], "from b");
+    // No alias: Claude Code's own id goes to auto.
+    let resp = ask("claude-opus-4-8[1m]", "token-0123456789abcdef")
+        .await
+        .expect("send");
+    assert_eq!(resp.headers()["x-provider"], "a");
+    // A wrong key: refused in Anthropic's shape.
+    let resp = ask("claude-opus-4-8", "wrong").await.expect("send");
+    assert_eq!(resp.status(), 401);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "authentication_error");
+    // count_tokens: an estimate, never a provider call.
+    let resp = client()
+        .post(proxy.url("/v1/messages/count_tokens"))
+        .header("x-api-key", "token-0123456789abcdef")
+        .json(&json!({"model": "claude-opus-4-8",
+                      "messages": [{"role": "user", "content": "hello there, how are you today?"}]}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.expect("json");
+    assert!(v["input_tokens"].as_u64().expect("count") > 0);
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+    // Something that cannot be translated: a 400 naming it, in Anthropic's shape.
+    let resp = client()
+        .post(proxy.url("/v1/messages"))
+        .header("x-api-key", "token-0123456789abcdef")
+        .json(&json!({"model": "claude-opus-4-8", "max_tokens": 8, "messages": [{"role": "user",
+            "content": [{"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}]}]}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("document"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn responses_remember_a_stored_answer_for_previous_response_id_and_refuse_unknown_ids() {
+    let a = Mock::start(vec![
+        Reply::completion("first answer"),
+        Reply::completion("second answer"),
+    ])
+    .await;
+    let proxy = Proxy::start(
+        &config_text("", &[P::new("a", &a, 1)]),
+        &[("a", &["ka-0000000000000000"])],
+    )
+    .await;
+    let (code, _, body) = post(&proxy, "/v1/responses", json!({"input": "Remember 7"})).await;
+    assert_eq!(code, 200, "{body}");
+    let first: Value = serde_json::from_str(&body).expect("json");
+    let id = first["id"].as_str().expect("id");
+    let (code, _, body) = post(
+        &proxy,
+        "/v1/responses",
+        json!({"input": "What number?", "previous_response_id": id}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let sent = a.requests()[1].json();
+    let texts: Vec<String> = sent["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["content"].to_string())
+        .collect();
+    assert!(texts.iter().any(|t| t.contains("Remember 7")), "{texts:?}");
+    assert!(
+        texts.iter().any(|t| t.contains("first answer")),
+        "{texts:?}"
+    );
+    let (code, _, body) = post(
+        &proxy,
+        "/v1/responses",
+        json!({"input": "x", "previous_response_id": "resp_unknown"}),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["error"]["code"], "previous_response_not_found");
+    assert_eq!(v["error"]["param"], "previous_response_id");
+    // store: false keeps nothing.
+    let (_, _, body) = post(
+        &proxy,
+        "/v1/responses",
+        json!({"input": "x", "store": false}),
+    )
+    .await;
+    let v: Value = serde_json::from_str(&body).expect("json");
+    let (code, _, _) = post(
+        &proxy,
+        "/v1/responses",
+        json!({"input": "y", "previous_response_id": v["id"]}),
+    )
+    .await;
+    assert_eq!(code, 400);
+}
