@@ -114,6 +114,38 @@ fn request_body(model: &str, stream: bool) -> Bytes {
     )
 }
 
+/// One non-streaming request per translating front-end, for the `fast` provider.
+fn front_end_requests() -> Vec<(&'static str, &'static str, Bytes)> {
+    let user = "Write one sentence about why rate limits exist for public LLM APIs.";
+    vec![
+        (
+            "/v1/responses",
+            "/v1/responses",
+            Bytes::from(
+                serde_json::json!({"model": "fast", "instructions": "Answer briefly.",
+                                   "input": user, "max_output_tokens": 256, "store": false})
+                .to_string(),
+            ),
+        ),
+        (
+            "/v1/messages",
+            "/v1/messages",
+            Bytes::from(
+                serde_json::json!({"model": "fast", "system": "Answer briefly.", "max_tokens": 256,
+                                   "messages": [{"role": "user", "content": user}]})
+                .to_string(),
+            ),
+        ),
+        (
+            "/v1/completions",
+            "/v1/completions",
+            Bytes::from(
+                serde_json::json!({"model": "fast", "prompt": user, "max_tokens": 256}).to_string(),
+            ),
+        ),
+    ]
+}
+
 fn proxy_config(mock: &Mock, plan: &Plan, port: u16) -> String {
     let m = mock.base();
     let provider = |name: &str, path: &str, model: &str, priority: u32, extra: &str| {
@@ -379,6 +411,34 @@ fn run(plan: &Plan) -> Result<Report, String> {
     let mock_req_c1 = per(mock_cpu, d1.len() + p1.len());
     report.latency_pair("non-streaming c=1", &d1, &p1, |t| t.total, true);
     let switches_per_request = switches.map(|s| s as f64 / p1.len().max(1) as f64);
+
+    // The translating front-ends, each next to the chat route on the same provider.
+    eprintln!("front-ends, concurrency 1 ...");
+    for (name, path, body) in front_end_requests() {
+        let serial = |path: &'static str, body: Bytes| {
+            let rt = &rt;
+            move || {
+                rt.block_on(async {
+                    let mut c = Conn::open(paddr).await?;
+                    let mut out = Vec::with_capacity(plan.serial);
+                    for _ in 0..plan.serial {
+                        out.push(c.post(path, &body, None).await?);
+                    }
+                    Ok::<_, String>(out)
+                })
+            }
+        };
+        let (chat, cpu_chat) = cpu_during(pid, serial(PROXY_PATH, fast.clone()));
+        let (other, cpu_other) = cpu_during(pid, serial(path, body));
+        let (chat, other) = (chat?, other?);
+        report.front_end(
+            name,
+            &chat,
+            &other,
+            per(cpu_chat, chat.len()),
+            per(cpu_other, other.len()),
+        );
+    }
 
     // 1. Non-streaming, concurrency 64: latency and max req/s.
     eprintln!("non-streaming, concurrency {CONCURRENCY} ...");

@@ -183,6 +183,39 @@ impl Report {
         }
     }
 
+    /// A translating front-end next to the chat route: p50 at c=1 (the translation's
+    /// added latency) and CPU per request.
+    pub fn front_end(
+        &mut self,
+        name: &str,
+        chat: &[Timing],
+        other: &[Timing],
+        cpu_chat: Option<Duration>,
+        cpu_other: Option<Duration>,
+    ) {
+        let f = |t: &Timing| t.total;
+        let (mut c, mut o) = (pick(chat, f), pick(other, f));
+        let (cq, oq) = (percentile(&mut c, 50.0), percentile(&mut o, 50.0));
+        let (added, _) = signed_ms(cq, oq);
+        self.row(
+            format!("{name} p50 c=1 (n={}), next to chat", o.len()),
+            format!("chat {}", ms(cq)),
+            ms(oq),
+            added,
+            "",
+            Verdict::Info,
+        );
+        let na = || "n/a".to_string();
+        self.row(
+            format!("CPU per {name} request, c=1"),
+            cpu_chat.map_or_else(String::new, |v| format!("chat {}", us(v))),
+            cpu_other.map_or_else(na, us),
+            cpu_other.map_or_else(na, us),
+            "",
+            Verdict::Info,
+        );
+    }
+
     /// Max req/s at concurrency 64.
     pub fn throughput(&mut self, direct: f64, proxy: f64) {
         let ratio = proxy / direct.max(1e-9) * 100.0;
