@@ -1056,6 +1056,8 @@ impl Pool {
                 .collect();
             inner.apply(&configs, keys, now);
         }
+        // A new key may see other models: its provider's catalog is read again.
+        self.catalog_wanted.notify_one();
         self.changed();
     }
 

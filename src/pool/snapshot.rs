@@ -131,20 +131,15 @@ impl ProviderSnapshot {
             return None;
         }
         let names: Vec<&str> = self.preferred.iter().map(String::as_str).collect();
-        let said = self
-            .preferred
-            .first()
-            .and_then(|m| self.retired_models.get(m))
-            .or(self.last_error.as_ref())
-            .map(|r| format!(" ({r})"))
-            .unwrap_or_default();
+        // What the provider said is in `retired_models` and `last_error`; the line says
+        // what to do.
         let offers = if self.offers.is_empty() {
             String::new()
         } else {
             format!("; provider offers {}", self.offers.join(", "))
         };
         Some(format!(
-            "model retired: {}{said}{offers}; set another model in the config",
+            "model retired: {}{offers}; set another model in the config",
             names.join(", ")
         ))
     }

@@ -127,25 +127,30 @@ async fn the_openai_and_anthropic_sdks_work_through_responses_embeddings_and_mes
                "usage": {"prompt_tokens": 2, "total_tokens": 2}}),
     )])
     .await;
+    // Through the real binary.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
     let cfg = config_text(
-        "",
+        &format!("[server]\nport = {port}\n"),
         &[
             P::new("alpha", &a, 1),
             P::new("beta", &b, 2),
             P::new("emb", &e, 9).extra("embedding_models = [\"embed\"]"),
         ],
     );
-    let proxy = Proxy::start(
+    let mut bin = Binary::start(
+        dir.path(),
         &cfg,
+        port,
         &[
-            ("alpha", &["ka-000000000000"]),
-            ("beta", &["kb-000000000000"]),
-            ("emb", &["ke-000000000000"]),
+            ("ALPHA_TEST_KEY", "ka-000000000000"),
+            ("BETA_TEST_KEY", "kb-000000000000"),
+            ("EMB_TEST_KEY", "ke-000000000000"),
         ],
-    )
-    .await;
+    );
+    bin.wait_ready().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/frontends_client.py");
-    let base = proxy.url("");
+    let base = bin.url("");
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(python)
             .arg(script)

@@ -458,3 +458,39 @@ fn waiting_requests_are_counted_under_the_header() {
         "{dump}"
     );
 }
+
+#[test]
+fn a_provider_whose_models_are_retired_says_so_and_what_it_offers() {
+    let mut p = provider("groq", 1, ProviderStateKind::ModelRetired);
+    p.model = "llama-3.3-70b-versatile".into();
+    p.preferred = vec!["llama-3.3-70b-versatile".into()];
+    p.model_in_use = None;
+    p.retired_models.insert(
+        "llama-3.3-70b-versatile".into(),
+        "model unavailable (HTTP 400: decommissioned)".into(),
+    );
+    p.offers = vec!["openai/gpt-oss-120b".into(), "qwen/qwen3.6-27b".into()];
+    let snap = snapshot(vec![p]);
+    let dump = build(&input(Some(&snap))).dump();
+    assert!(dump.contains("groq — 0 today — model retired"), "{dump}");
+    assert!(
+        dump.contains(
+            "model retired: llama-3.3-70b-versatile; provider offers openai/gpt-oss-120b"
+        ),
+        "{dump}"
+    );
+}
+
+#[test]
+fn a_preference_list_that_stepped_past_a_retired_model_says_where_it_landed() {
+    let mut p = provider("groq", 1, ProviderStateKind::Ready);
+    p.model = "old".into();
+    p.preferred = vec!["old".into(), "new".into()];
+    p.model_in_use = Some("new".into());
+    let snap = snapshot(vec![p]);
+    let dump = build(&input(Some(&snap))).dump();
+    assert!(
+        dump.contains("groq — 0 today — ready — on new (old retired)"),
+        "{dump}"
+    );
+}
