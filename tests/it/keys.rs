@@ -25,9 +25,12 @@ fn secret_service(test: &str) -> bool {
     if std::env::var_os(SS_ENV).is_some() {
         return true;
     }
-    eprintln!(
-        "skipping {test}: it needs a real Secret Service; set {SS_ENV}=1 inside a D-Bus \
-         session with an unlocked keyring (scripts/test does this)"
+    skip(
+        test,
+        &format!(
+            "it needs a real Secret Service; set {SS_ENV}=1 inside a D-Bus session with an \
+             unlocked keyring (scripts/test does this)"
+        ),
     );
     false
 }

@@ -12,8 +12,9 @@ use crate::common::*;
 #[tokio::test]
 async fn the_openai_python_sdk_works_through_the_proxy() {
     let Ok(python) = std::env::var("LLM_ROTATOR_SDK_PYTHON") else {
-        eprintln!(
-            "skipped: set LLM_ROTATOR_SDK_PYTHON (scripts/test does) to run the OpenAI SDK test"
+        skip(
+            "the OpenAI SDK test",
+            "set LLM_ROTATOR_SDK_PYTHON (scripts/test does)",
         );
         return;
     };
@@ -86,8 +87,9 @@ fn chunk(delta: serde_json::Value, finish: Option<&str>) -> String {
 #[tokio::test]
 async fn the_openai_and_anthropic_sdks_work_through_responses_embeddings_and_messages() {
     let Ok(python) = std::env::var("LLM_ROTATOR_SDK_PYTHON") else {
-        eprintln!(
-            "skipped: set LLM_ROTATOR_SDK_PYTHON (scripts/test does) to run the front-end SDK test"
+        skip(
+            "the front-end SDK test",
+            "set LLM_ROTATOR_SDK_PYTHON (scripts/test does)",
         );
         return;
     };

@@ -12,7 +12,7 @@ use llm_rotator::service::systemd::render_unit;
 use llm_rotator::service::Setup;
 use serde_json::{json, Value};
 
-use crate::common::{client, config_text, free_port, Binary, Mock, Reply, P};
+use crate::common::{client, config_text, free_port, skip, Binary, Mock, Reply, P};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -105,11 +105,10 @@ fn systemd_verify(dir: &Path, unit: &Path) -> Option<(bool, String)> {
     {
         Ok(out) => out,
         Err(e) => {
-            assert!(
-                std::env::var_os("LLM_ROTATOR_TEST_SECRET_SERVICE").is_none(),
-                "systemd-analyze is required in the full test run: {e}"
+            skip(
+                "the systemd unit check",
+                &format!("systemd-analyze is not installed ({e})"),
             );
-            eprintln!("skipped: systemd-analyze is not installed ({e})");
             return None;
         }
     };

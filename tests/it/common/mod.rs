@@ -576,6 +576,17 @@ pub fn answered_by(resp: &reqwest::Response) -> String {
         .to_string()
 }
 
+/// Reports that `test` cannot run in this environment (`why`): a note on a plain `cargo
+/// test`, a failure where `scripts/test` set `LLM_ROTATOR_NO_SKIP` (there everything it
+/// installs must run, so a silent skip cannot pass for a pass).
+pub fn skip(test: &str, why: &str) {
+    assert!(
+        std::env::var_os("LLM_ROTATOR_NO_SKIP").is_none(),
+        "{test} cannot run: {why} (LLM_ROTATOR_NO_SKIP is set, so this is a failure)"
+    );
+    eprintln!("skipped {test}: {why}");
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
