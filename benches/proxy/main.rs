@@ -693,6 +693,17 @@ fn run(plan: &Plan) -> Result<Report, String> {
         ));
     }
 
+    // 7. Idle after load: what the agent keeps once the burst is over, as Activity
+    // Monitor shows it all day.
+    let settle = if plan.smoke {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(10)
+    };
+    eprintln!("idle after load ({} s) ...", settle.as_secs());
+    std::thread::sleep(settle);
+    report.idle_after_load(rss(pid), settle);
+
     proxy.stop();
     drop(mock);
     report.finish(&process::results_dir())?;

@@ -357,6 +357,19 @@ impl Report {
         );
     }
 
+    /// RSS with nothing in flight, `after` the last phase ended.
+    pub fn idle_after_load(&mut self, rss: Option<u64>, after: Duration) {
+        let text = rss.map_or_else(|| "n/a".into(), mb);
+        self.row(
+            format!("RSS idle {} s after load", after.as_secs()),
+            "",
+            text.clone(),
+            text,
+            "≤ 15 MB",
+            rss.map_or(Verdict::Info, |v| Verdict::of(v <= 15 * 1024 * 1024)),
+        );
+    }
+
     /// Start-up row.
     pub fn startup(&mut self, times: &[Duration]) {
         let mut t = times.to_vec();
