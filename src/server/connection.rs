@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// The two time bounds of a connection.
@@ -115,7 +114,6 @@ impl State {
 pub struct Clock {
     state: Mutex<State>,
     limits: Limits,
-    changed: Notify,
 }
 
 impl Clock {
@@ -124,7 +122,6 @@ impl Clock {
         Arc::new(Clock {
             state: Mutex::new(State::new(Instant::now())),
             limits,
-            changed: Notify::new(),
         })
     }
 
@@ -135,40 +132,29 @@ impl Clock {
     }
 
     fn bytes_arrived(&self) {
-        if self.update(|s| s.bytes_arrived(Instant::now())) {
-            self.changed.notify_one();
-        }
+        self.update(|s| s.bytes_arrived(Instant::now()));
     }
 
     /// Marks a request in flight until the returned guard is dropped.
     fn request_started(self: &Arc<Self>) -> InFlight {
         self.update(State::request_started);
-        self.changed.notify_one();
         InFlight(Arc::clone(self))
     }
 
-    /// Completes when the connection is due to be closed, with the reason.
+    /// Completes when the connection is due to be closed, with the reason. The state is
+    /// read at its deadline and at least every half header timeout, so a request never
+    /// wakes this task: the request path pays a lock and a clock read, not a wake-up and
+    /// a timer per change (a header deadline is seen at most half its length late).
     pub async fn expired(&self) -> Expiry {
+        let check = (self.limits.header_read / 2).max(Duration::from_millis(50));
         loop {
-            // `notify_one` keeps a permit when nobody waits, so a change between reading
-            // the deadline and waiting is not lost.
-            match self.update(|s| s.deadline(self.limits)) {
-                None => self.changed.notified().await,
-                Some((at, why)) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(at) => {
-                            // Due only if nothing moved the deadline meanwhile.
-                            let now = Instant::now();
-                            if self.update(|s| s.deadline(self.limits)) == Some((at, why))
-                                && at <= now
-                            {
-                                return why;
-                            }
-                        }
-                        () = self.changed.notified() => {}
-                    }
-                }
-            }
+            let now = Instant::now();
+            let next = match self.update(|s| s.deadline(self.limits)) {
+                Some((at, why)) if at <= now => return why,
+                Some((at, _)) => at.min(now + check),
+                None => now + check,
+            };
+            tokio::time::sleep_until(next).await;
         }
     }
 }
@@ -180,7 +166,6 @@ struct InFlight(Arc<Clock>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.update(|s| s.response_done(Instant::now()));
-        self.0.changed.notify_one();
     }
 }
 
