@@ -542,6 +542,7 @@ mod tests {
             models: vec![],
             list_all_models: false,
             embedding_models: vec![],
+            legacy_completions: false,
             priority: 1,
             enabled,
             api_key_env: vec![],

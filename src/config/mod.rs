@@ -231,6 +231,9 @@ pub struct ProviderConfig {
     pub models: Vec<String>,
     /// Embedding model ids it serves on `/v1/embeddings` (the first is used for "auto").
     pub embedding_models: Vec<String>,
+    /// Whether it serves the legacy `/completions` itself (then `/v1/completions` goes
+    /// there as sent, instead of translated to chat).
+    pub legacy_completions: bool,
     /// Whether `GET /v1/models` also lists everything the provider's catalog offers, as
     /// `provider/model` ids.
     pub list_all_models: bool,

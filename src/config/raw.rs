@@ -89,6 +89,7 @@ struct RawProvider {
     list_all_models: Option<bool>,
     #[serde(default)]
     embedding_models: Vec<String>,
+    legacy_completions: Option<bool>,
     priority: Option<Spanned<u32>>,
     enabled: Option<bool>,
     api_key_env: Option<Spanned<OneOrMany>>,
@@ -513,6 +514,7 @@ fn validate_provider(
         models: p.models,
         list_all_models: p.list_all_models.unwrap_or(false),
         embedding_models: p.embedding_models,
+        legacy_completions: p.legacy_completions.unwrap_or(false),
         priority,
         enabled: p.enabled.unwrap_or(true),
         api_key_env,

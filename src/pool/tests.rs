@@ -19,6 +19,7 @@ fn provider(name: &str, priority: u32, models: &[&str]) -> Arc<ProviderConfig> {
         models: models.iter().map(|m| (*m).to_string()).collect(),
         list_all_models: false,
         embedding_models: vec![],
+        legacy_completions: false,
         priority,
         enabled: true,
         api_key_env: vec![],

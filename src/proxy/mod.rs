@@ -79,13 +79,19 @@ pub async fn completions(State(engine): State<Engine>, body: Body) -> Result<Res
     let chat_bytes = serde_json::to_vec(&legacy::to_chat(&req)?)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let chat = ChatBody::parse(&chat_bytes).map_err(|e| body_error(&e))?;
-    let answer = rotate::rotate(
+    let native = ChatBody::parse(&bytes).map_err(|e| body_error(&e))?;
+    let answer = rotate::rotate_with(
         &engine,
         &rotate::Http(&engine.client),
         &chat,
         crate::upstream::Endpoint::Chat,
+        Some(&native),
     )
     .await?;
+    if answer.attempt.provider.legacy_completions {
+        // The provider answered in the legacy format itself.
+        return Ok(chat_response(answer));
+    }
     let body = match answer.body {
         AnswerBody::Json {
             status,

@@ -129,10 +129,24 @@ pub async fn rotate(
     chat: &ChatBody<'_>,
     endpoint: Endpoint,
 ) -> Result<Answer, ApiError> {
+    rotate_with(engine, sender, chat, endpoint, None).await
+}
+
+/// Like [`rotate`], for a legacy completions request translated to `chat`: providers that
+/// serve `/completions` themselves (`legacy_completions = true`) get `native` (the
+/// client's own body) there instead, and answer in that format (the answer's attempt
+/// says which).
+pub async fn rotate_with(
+    engine: &Engine,
+    sender: &dyn Sender,
+    chat: &ChatBody<'_>,
+    endpoint: Endpoint,
+    native: Option<&ChatBody<'_>>,
+) -> Result<Answer, ApiError> {
     let config = engine.config();
     let started = Instant::now();
     let route = match endpoint {
-        Endpoint::Chat => route_for(chat.model(), &config.providers),
+        Endpoint::Chat | Endpoint::Completions => route_for(chat.model(), &config.providers),
         Endpoint::Embeddings => route_for_embeddings(chat.model(), &config.providers),
     };
     let stream = chat.stream() && endpoint == Endpoint::Chat;
@@ -208,12 +222,22 @@ pub async fn rotate(
             // One retry without a parameter the provider named in a 400/422.
             let mut also_drop: Vec<String> = Vec::new();
             let outcome = loop {
-                let upstream_body = match endpoint {
-                    Endpoint::Chat => {
+                let native_here = native.filter(|_| attempt.provider.legacy_completions);
+                let endpoint = if native_here.is_some() {
+                    Endpoint::Completions
+                } else {
+                    endpoint
+                };
+                let upstream_body = match (endpoint, native_here) {
+                    // The provider's own legacy completions: the client's body as sent.
+                    (_, Some(native)) => native.with_model(&attempt.model),
+                    (Endpoint::Chat, _) => {
                         chat.shaped(&attempt.model, &attempt.provider.quirks, &also_drop)
                     }
                     // Embeddings go as the client sent them, with the provider's model.
-                    Endpoint::Embeddings => chat.with_model(&attempt.model),
+                    (Endpoint::Embeddings | Endpoint::Completions, _) => {
+                        chat.with_model(&attempt.model)
+                    }
                 };
                 let sent = sender
                     .send(
@@ -660,7 +684,8 @@ async fn relay_json(
         };
     let checked = match endpoint {
         Endpoint::Chat => contract::completion(body),
-        Endpoint::Embeddings => contract::embeddings(body),
+        // Passed on as they came (the chat contract is for chat answers).
+        Endpoint::Embeddings | Endpoint::Completions => contract::embeddings(body),
     };
     let (body, tokens) = match checked {
         contract::Completion::Ok(body, tokens) => (body, tokens),

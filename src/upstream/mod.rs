@@ -70,6 +70,9 @@ pub enum Endpoint {
     Chat,
     /// `{base_url}/embeddings`.
     Embeddings,
+    /// `{base_url}/completions` (the legacy text completions, for providers that serve
+    /// them: `legacy_completions = true`).
+    Completions,
 }
 
 /// Sends an attempt to `endpoint`: the body as given, the attempt's key, nothing from
@@ -89,6 +92,11 @@ pub async fn send(
             "/embeddings",
         ))
         .map_err(|e| SendFailure::Other(format!("bad embeddings URL: {e}")))?,
+        Endpoint::Completions => reqwest::Url::parse(&crate::config::endpoint_url(
+            &attempt.provider.base_url,
+            "/completions",
+        ))
+        .map_err(|e| SendFailure::Other(format!("bad completions URL: {e}")))?,
     };
     let mut req = client
         .post(url)

@@ -338,3 +338,47 @@ async fn responses_remember_a_stored_answer_for_previous_response_id_and_refuse_
     .await;
     assert_eq!(code, 400);
 }
+
+#[tokio::test]
+async fn legacy_completions_go_as_sent_to_providers_that_serve_them() {
+    let native = json!({"id": "cmpl-native", "object": "text_completion", "created": 1,
+        "model": "instruct", "choices": [{"text": " native", "index": 0, "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}});
+    let a = Mock::start(vec![Reply::json(200, native)]).await;
+    let b = Mock::start(vec![Reply::completion(" translated")]).await;
+    let proxy = Proxy::start(
+        &config_text(
+            "",
+            &[
+                P::new("a", &a, 1).extra("models = [\"instruct\"]\nlegacy_completions = true"),
+                P::new("b", &b, 2).extra("models = [\"instruct\"]"),
+            ],
+        ),
+        &[
+            ("a", &["ka-0000000000000000"]),
+            ("b", &["kb-0000000000000000"]),
+        ],
+    )
+    .await;
+    let ask = json!({"model": "instruct", "prompt": "Once", "max_tokens": 4, "suffix": null});
+    let (code, headers, body) = post(&proxy, "/v1/completions", ask.clone()).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(headers["x-provider"], "a");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["id"], "cmpl-native", "relayed as the provider sent it");
+    let sent = &a.requests()[0];
+    assert_eq!(sent.path, "/v1/completions");
+    assert_eq!(sent.json()["prompt"], "Once");
+    // Rate limited there: the next provider gets the translation.
+    a.set_script(vec![Reply::json_with(
+        429,
+        &[("retry-after", "300")],
+        json!({}),
+    )]);
+    let (code, headers, body) = post(&proxy, "/v1/completions", ask).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(headers["x-provider"], "b");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["choices"][0]["text"], " translated");
+    assert_eq!(b.requests()[0].path, "/v1/chat/completions");
+}
