@@ -295,9 +295,30 @@ fn push_message(out: &mut Vec<Value>, message: &Value, i: usize) -> Result<(), T
         .get("role")
         .and_then(Value::as_str)
         .ok_or_else(|| invalid(format!("{path}.role: field required")))?;
+    if role == "system" {
+        // A system message inside the conversation (Claude Code's
+        // mid-conversation-system beta, on by default for its newest models): many
+        // chat providers take a system message only first, so it rides as a user-side
+        // reminder in place, the way Claude Code itself falls back.
+        let text = match message.get("content") {
+            Some(Value::String(t)) => t.clone(),
+            Some(Value::Array(blocks)) => blocks
+                .iter()
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n\n"),
+            _ => {
+                return Err(invalid(format!(
+                    "{path}.content: expected a string or an array of text blocks"
+                )))
+            }
+        };
+        out.push(json!({"role": "user", "content": format!("<system-reminder>\n{text}\n</system-reminder>")}));
+        return Ok(());
+    }
     if role != "user" && role != "assistant" {
         return Err(invalid(format!(
-            "{path}.role: expected `user` or `assistant`, got `{role}`"
+            "{path}.role: expected `user`, `assistant` or `system`, got `{role}`"
         )));
     }
     match message.get("content") {
@@ -1124,6 +1145,23 @@ impl Measure {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_system_message_inside_the_conversation_becomes_a_reminder_in_place() {
+        let req = serde_json::json!({"model": "claude-opus-4-8", "max_tokens": 8, "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": "Available agent types: general"},
+            {"role": "user", "content": [{"type": "text", "text": "go"}]}
+        ]});
+        let chat = to_chat(&req).expect("translates");
+        let msgs = chat.body["messages"].as_array().expect("messages");
+        let roles: Vec<&str> = msgs.iter().filter_map(|m| m["role"].as_str()).collect();
+        assert_eq!(roles, ["user", "user", "user"], "{msgs:?}");
+        let reminder = msgs[1]["content"].as_str().expect("text");
+        assert!(
+            reminder.contains("<system-reminder>") && reminder.contains("Available agent types")
+        );
+    }
+
     use super::*;
 
     const OPUS_REQUEST: &str =

@@ -14,6 +14,7 @@ mod models;
 mod osaurus;
 mod providers;
 mod proxy;
+mod real_clients;
 mod sdk;
 mod service;
 mod state;
