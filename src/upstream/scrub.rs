@@ -70,59 +70,74 @@ impl KeyMask {
         }
     }
 
-    /// Whether some run of the key occurs in `text`.
-    fn occurs_in(&self, text: &[u8]) -> bool {
-        if self.windows.is_empty() || text.len() < RUN {
-            return false;
-        }
-        let mut w = 0u64;
-        for (i, &b) in text.iter().enumerate() {
-            w = ((w << 8) | u64::from(b)) & WINDOW_MASK;
-            if i + 1 < RUN {
-                continue;
-            }
-            let h = hash(w);
-            if self.filter[h / 64] & (1 << (h % 64)) != 0 && self.windows.binary_search(&w).is_ok()
-            {
-                return true;
-            }
-        }
-        false
-    }
-
     /// `text` with every run of 5 or more bytes of the key replaced by `*` (same length).
     /// In JSON (a body or an SSE event) only runs inside strings are masked, so the
     /// text stays valid JSON: a key can only be echoed inside a string, while a number
-    /// may share digits with it by chance. Borrowed when nothing had to change.
+    /// may share digits with it by chance. One pass: a rolling 5-byte window is checked
+    /// against the key's windows (a bit filter, then a binary search) only where the
+    /// last 5 bytes may be masked; the rare hit is extended to the longest run. Borrowed
+    /// when nothing had to change.
     pub fn mask<'a>(&self, text: &'a [u8]) -> Cow<'a, [u8]> {
         let Some(key) = &self.key else {
             return Cow::Borrowed(text);
         };
-        if !self.occurs_in(text) {
+        if self.windows.is_empty() || text.len() < RUN {
             return Cow::Borrowed(text);
         }
-        let maskable = maskable_bytes(text);
+        let json = looks_like_json(text);
         let k = key.expose().as_bytes();
         let mut out: Option<Vec<u8>> = None;
-        let mut i = 0;
-        while i + RUN <= text.len() {
-            // The longest run of the key starting at text[i] (rare path: a run is there).
+        let mut w = 0u64;
+        let (mut in_string, mut escaped) = (false, false);
+        // Maskable bytes in a row, ending at the current one.
+        let mut maskable_run = 0usize;
+        let mut masked_until = 0usize;
+        for (i, &b) in text.iter().enumerate() {
+            let maskable = if !json {
+                true
+            } else if in_string {
+                if escaped {
+                    escaped = false;
+                    true
+                } else if b == b'\\' {
+                    escaped = true;
+                    true
+                } else if b == b'"' {
+                    in_string = false;
+                    false
+                } else {
+                    true
+                }
+            } else {
+                in_string = b == b'"';
+                false
+            };
+            maskable_run = if maskable { maskable_run + 1 } else { 0 };
+            w = ((w << 8) | u64::from(b)) & WINDOW_MASK;
+            if maskable_run < RUN || i < masked_until {
+                continue;
+            }
+            let h = hash(w);
+            if self.filter[h / 64] & (1 << (h % 64)) == 0 || self.windows.binary_search(&w).is_err()
+            {
+                continue;
+            }
+            // A run of the key ends here: mask the longest run starting where it begins,
+            // within the string (a quote or an escape ends it in JSON).
+            let start = i + 1 - RUN;
             let longest = (0..=k.len() - RUN)
-                .map(|start| {
-                    k[start..]
+                .map(|from| {
+                    k[from..]
                         .iter()
-                        .zip(&text[i..])
-                        .zip(&maskable[i..])
-                        .take_while(|((a, b), &m)| a == b && m)
+                        .zip(&text[start..])
+                        .take_while(|(a, b)| a == b && !(json && matches!(**b, b'"' | b'\\')))
                         .count()
                 })
                 .max()
                 .unwrap_or(0);
             if longest >= RUN {
-                out.get_or_insert_with(|| text.to_vec())[i..i + longest].fill(b'*');
-                i += longest;
-            } else {
-                i += 1;
+                out.get_or_insert_with(|| text.to_vec())[start..start + longest].fill(b'*');
+                masked_until = start + longest;
             }
         }
         out.map_or(Cow::Borrowed(text), Cow::Owned)
@@ -148,40 +163,17 @@ impl KeyMask {
     }
 }
 
-/// Which bytes may be masked: all of plain text; in JSON (a body that opens with `{` or
-/// `[`, or an SSE event: a field line or a comment) only those inside strings.
-fn maskable_bytes(text: &[u8]) -> Vec<bool> {
-    let start = text.iter().position(|b| !b.is_ascii_whitespace());
-    let json = start.is_some_and(|i| {
-        let t = &text[i..];
-        matches!(t[0], b'{' | b'[' | b':')
-            || [&b"data:"[..], b"event:", b"id:", b"retry:"]
-                .iter()
-                .any(|field| t.starts_with(field))
-    });
-    if !json {
-        return vec![true; text.len()];
-    }
-    let mut in_string = false;
-    let mut escaped = false;
-    text.iter()
-        .map(|&b| {
-            if in_string {
-                if escaped {
-                    escaped = false;
-                } else if b == b'\\' {
-                    escaped = true;
-                } else if b == b'"' {
-                    in_string = false;
-                    return false;
-                }
-                true
-            } else {
-                in_string = b == b'"';
-                false
-            }
-        })
-        .collect()
+/// Whether `text` is JSON (a body that opens with `{` or `[`) or an SSE event (a field
+/// line or a comment), where only strings can hold an echoed key.
+fn looks_like_json(text: &[u8]) -> bool {
+    let Some(i) = text.iter().position(|b| !b.is_ascii_whitespace()) else {
+        return false;
+    };
+    let t = &text[i..];
+    matches!(t[0], b'{' | b'[' | b':')
+        || [&b"data:"[..], b"event:", b"id:", b"retry:"]
+            .iter()
+            .any(|field| t.starts_with(field))
 }
 
 #[cfg(test)]
