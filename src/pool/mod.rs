@@ -939,8 +939,26 @@ impl Pool {
             .filter(|p| route_matches(route, &p.config))
         {
             match (p.gone.as_ref(), p.retired.get(model)) {
-                (Some(why), _) | (None, Some(why)) => {
-                    said.push(format!("{}: {why}", p.config.name));
+                (Some(why), _) => said.push(format!("{}: {why}", p.config.name)),
+                (None, Some(why)) => {
+                    // What it offers now, from its catalog when that is known.
+                    let offers: Vec<&str> = p.catalog.as_ref().map_or_else(Vec::new, |c| {
+                        c.models
+                            .iter()
+                            .filter(|m| !p.retired.contains_key(*m) && !c.shut_down(m))
+                            .take(5)
+                            .map(String::as_str)
+                            .collect()
+                    });
+                    if offers.is_empty() {
+                        said.push(format!("{}: {why}", p.config.name));
+                    } else {
+                        said.push(format!(
+                            "{}: {why}; it offers {}",
+                            p.config.name,
+                            offers.join(", ")
+                        ));
+                    }
                 }
                 (None, None) => return None,
             }

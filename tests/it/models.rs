@@ -407,3 +407,38 @@ async fn a_retirement_rereads_the_catalog_and_the_cli_shows_what_changed() {
     assert_ne!(code, 0);
     assert!(err.contains("no provider named \"nope\""), "{err}");
 }
+
+#[tokio::test]
+async fn a_retired_model_the_client_named_is_a_404_saying_what_the_provider_offers_now() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let groq = Mock::start(vec![replay("groq/400-model-decommissioned.json")]).await;
+    groq.set_models(model_list(&["openai/gpt-oss-120b", "qwen/qwen3.6-27b"]));
+    let port = free_port();
+    let cfg = config_text(
+        &format!("[server]\nport = {port}\n"),
+        &[P::new("groq", &groq, 1)
+            .extra("kind = \"groq\"\nmodels = [\"llama-3.3-70b-versatile\"]")],
+    );
+    let mut bin = Binary::start(
+        dir.path(),
+        &cfg,
+        port,
+        &[("GROQ_TEST_KEY", "kg-0000000000000000")],
+    );
+    bin.wait_ready().await;
+    wait_for_catalog(&bin, "groq").await;
+    let (code, _, body) = chat(
+        &bin,
+        json!({"model": "llama-3.3-70b-versatile", "messages": []}),
+    )
+    .await;
+    assert_eq!(code, 404, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["error"]["code"], "model_not_found");
+    let msg = v["error"]["message"].as_str().expect("message");
+    assert!(msg.contains("decommissioned"), "{msg}");
+    assert!(
+        msg.contains("it offers openai/gpt-oss-120b, qwen/qwen3.6-27b"),
+        "{msg}"
+    );
+}
