@@ -139,7 +139,7 @@ pub fn models_verdict(answer: &Answer) -> Verdict {
         )),
         Err(e) => Verdict::Fail(format!(
             "GET /v1/models: a strict client cannot decode the list: {}",
-            error_chain(&e)
+            crate::logging::error_chain(&e)
         )),
     }
 }
@@ -153,7 +153,7 @@ pub fn completion_verdict(answer: &Answer) -> Verdict {
         return Verdict::Fail(format!(
             "{}: a strict client cannot decode the answer: {}",
             answered_by(answer),
-            error_chain(&e)
+            crate::logging::error_chain(&e)
         ));
     }
     let text = serde_json::from_str::<Value>(&answer.body)
@@ -183,7 +183,7 @@ pub fn stream_verdict(answer: &Answer) -> Verdict {
             return Verdict::Fail(format!(
                 "{}: a strict client cannot decode the stream: {}",
                 answered_by(answer),
-                error_chain(&e)
+                crate::logging::error_chain(&e)
             ))
         }
     };
@@ -217,17 +217,6 @@ fn answered_by(answer: &Answer) -> String {
         (Some(p), None) => format!("answered by {p}"),
         (None, _) => "answered without an x-provider header".to_string(),
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// At most `max` characters of `s`, with `...` when cut.
@@ -308,7 +297,7 @@ fn report(
 ) {
     let verdict = match answer {
         Ok(a) => verdict(&a),
-        Err(e) => Verdict::Fail(format!("no answer: {}", error_chain(&e))),
+        Err(e) => Verdict::Fail(format!("no answer: {}", crate::logging::error_chain(&e))),
     };
     let step = Step { name, verdict };
     println!("{}", verdict_line(&step));

@@ -540,7 +540,7 @@ pub fn check_key_text(key: &ApiKey) -> Result<(), String> {
 
 /// What `keys test` concluded about one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum KeyVerdict {
     /// The provider accepted the key.
     Ok,
     /// The provider rejected the key (401/403), with its redacted message.
@@ -553,21 +553,21 @@ pub enum Verdict {
     Unexpected(String),
 }
 
-impl Verdict {
+impl KeyVerdict {
     /// Whether the key itself is fine (accepted, or only rate limited).
     pub fn key_works(&self) -> bool {
-        matches!(self, Verdict::Ok | Verdict::RateLimited(_))
+        matches!(self, KeyVerdict::Ok | KeyVerdict::RateLimited(_))
     }
 }
 
-impl std::fmt::Display for Verdict {
+impl std::fmt::Display for KeyVerdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Verdict::Ok => write!(f, "ok"),
-            Verdict::Rejected(d) => write!(f, "rejected ({d})"),
-            Verdict::RateLimited(d) => write!(f, "rate limited ({d})"),
-            Verdict::Unreachable(d) => write!(f, "unreachable ({d})"),
-            Verdict::Unexpected(d) => write!(f, "unexpected answer ({d})"),
+            KeyVerdict::Ok => write!(f, "ok"),
+            KeyVerdict::Rejected(d) => write!(f, "rejected ({d})"),
+            KeyVerdict::RateLimited(d) => write!(f, "rate limited ({d})"),
+            KeyVerdict::Unreachable(d) => write!(f, "unreachable ({d})"),
+            KeyVerdict::Unexpected(d) => write!(f, "unexpected answer ({d})"),
         }
     }
 }
@@ -578,11 +578,11 @@ async fn test_key(
     p: &ProviderConfig,
     key: &ApiKey,
     redact_keys: &[ApiKey],
-) -> Verdict {
+) -> KeyVerdict {
     let mut auth = match reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
     {
         Ok(v) => v,
-        Err(_) => return Verdict::Rejected("the key cannot be sent in a header".into()),
+        Err(_) => return KeyVerdict::Rejected("the key cannot be sent in a header".into()),
     };
     auth.set_sensitive(true);
     let sent = client
@@ -601,7 +601,7 @@ async fn test_key(
             } else {
                 "request failed".to_string()
             };
-            return Verdict::Unreachable(why);
+            return KeyVerdict::Unreachable(why);
         }
     };
     let status = resp.status();
@@ -619,18 +619,18 @@ async fn test_key(
         })
         .unwrap_or_else(|| format!("HTTP {code}"));
     if status.is_success() {
-        return Verdict::Ok;
+        return KeyVerdict::Ok;
     }
     // The proxy's own classifier, so `keys test` and a request through the proxy reach
     // the same verdict (Gemini answers a bad key with a 400, for one).
     let now = chrono::Utc::now();
     match crate::upstream::classify(p.quirks.kind, status, &headers, &body, Some(key), now) {
-        UpstreamVerdict::Rotate(Outcome::AuthFailed { .. }) => Verdict::Rejected(detail),
+        UpstreamVerdict::Rotate(Outcome::AuthFailed { .. }) => KeyVerdict::Rejected(detail),
         UpstreamVerdict::Rotate(Outcome::RateLimited { .. } | Outcome::QuotaExhausted { .. }) => {
-            Verdict::RateLimited(detail)
+            KeyVerdict::RateLimited(detail)
         }
-        UpstreamVerdict::Rotate(Outcome::Transient { .. }) => Verdict::Unreachable(detail),
-        _ => Verdict::Unexpected(detail),
+        UpstreamVerdict::Rotate(Outcome::Transient { .. }) => KeyVerdict::Unreachable(detail),
+        _ => KeyVerdict::Unexpected(detail),
     }
 }
 

@@ -159,12 +159,12 @@ pub async fn start(engine: &Engine, data_dir: &Path) -> StateStore {
         Loaded::Bad { error, moved_to } => match moved_to {
             Ok(aside) => tracing::warn!(
                 "{}; moved it to {} and starting with fresh state",
-                error_chain(&error),
+                crate::logging::error_chain(&error),
                 aside.display()
             ),
             Err(e) => tracing::warn!(
                 "{}; could not move it aside ({e}); starting with fresh state, it will be overwritten",
-                error_chain(&error)
+                crate::logging::error_chain(&error)
             ),
         },
     }
@@ -205,17 +205,6 @@ impl StateStore {
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// The background writer.
@@ -291,7 +280,7 @@ impl Writer {
                 if !self.failing {
                     let message = format!(
                         "{}; counters and cooldowns are not being saved (retrying)",
-                        error_chain(&e)
+                        crate::logging::error_chain(&e)
                     );
                     tracing::warn!("{message}");
                     // Shown in /status and the menu until a save works again.

@@ -127,6 +127,19 @@ pub fn init(level: &str, log_dir: Option<&Path>) -> Option<batch::LogGuard> {
     guard
 }
 
+/// An error and its causes on one line, `outer: inner: root`, the way every message the
+/// agent prints or logs words a failure.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,17 +61,6 @@ pub fn classify_health(status: u16, body: &str) -> Probe {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
 /// Asks `config`'s port who is there (blocking; call before the server's runtime starts).
 pub fn probe(config: &Config) -> Result<Probe, InstanceError> {
     let url = format!("{}/health", config.admin_url());
@@ -84,13 +73,13 @@ pub fn probe(config: &Config) -> Result<Probe, InstanceError> {
             .no_proxy()
             .timeout(PROBE_TIMEOUT)
             .build()
-            .map_err(|e| InstanceError::Probe(error_chain(&e)))?;
+            .map_err(|e| InstanceError::Probe(crate::logging::error_chain(&e)))?;
         match client.get(&url).send().await {
             Err(e) if e.is_connect() => Ok(Probe::Free),
             Err(e) => Ok(Probe::Foreign {
                 detail: format!(
                     "it did not answer GET /health over HTTP: {}",
-                    error_chain(&e)
+                    crate::logging::error_chain(&e)
                 ),
             }),
             Ok(resp) => {
