@@ -386,7 +386,8 @@ pub async fn rotate_with(
         else {
             break;
         };
-        let until = tokio::time::Instant::now() + retry_after;
+        // Never a busy loop: a provider due back "now" is tried again after a moment.
+        let until = tokio::time::Instant::now() + retry_after.max(Duration::from_millis(10));
         if until > wait_deadline {
             break;
         }
