@@ -462,3 +462,44 @@ async fn the_handshake_never_fails_models_with_every_provider_benched_and_mcp_pr
     }
     assert_eq!(a.hits(), 1);
 }
+
+#[tokio::test]
+async fn a_reload_while_requests_wait_loses_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Mock::start(cooling_then_ok(2)).await;
+    let port = free_port();
+    let cfg = config_text(&format!("[server]\nport = {port}\n"), &[P::new("a", &a, 1)]);
+    let mut bin = Binary::start(
+        dir.path(),
+        &cfg,
+        port,
+        &[("A_TEST_KEY", "ka-0000000000000000")],
+    );
+    bin.wait_ready().await;
+    let waiting = {
+        let url = bin.url("/v1/chat/completions");
+        tokio::spawn(async move {
+            let r = client()
+                .post(url)
+                .json(&json!({"messages": []}))
+                .send()
+                .await
+                .expect("answer");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get_json(&bin, "/status").await["waiting"] != 1 {
+        assert!(Instant::now() < deadline, "the request did not wait");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reload = client()
+        .post(bin.url("/reload"))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(reload.status(), 200);
+    let (code, body) = waiting.await.expect("join");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("after the wait"), "{body}");
+}
