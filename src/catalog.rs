@@ -164,9 +164,8 @@ pub async fn fetch(
 ) -> Result<(Vec<String>, Vec<String>), CatalogError> {
     let mut req = client.get(provider.models_url()).timeout(FETCH_TIMEOUT);
     if let Some(key) = key {
-        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-            .map_err(|_| CatalogError::Unreachable("the key cannot go in a header".into()))?;
-        v.set_sensitive(true);
+        let v = crate::upstream::bearer(key)
+            .ok_or_else(|| CatalogError::Unreachable("the key cannot go in a header".into()))?;
         req = req.header(reqwest::header::AUTHORIZATION, v);
     }
     let resp = req.send().await.map_err(|e| {
@@ -325,41 +324,13 @@ pub struct CacheFile {
 /// Largest cache file read.
 const MAX_CACHE: u64 = 32 * 1024 * 1024;
 
-/// The cache's text: only from a regular file of bounded size (a FIFO or a device there
-/// would block or never end).
-fn read_cache(path: &Path) -> std::io::Result<String> {
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    if meta.len() > MAX_CACHE {
-        return Err(std::io::Error::other(format!(
-            "larger than {} MB",
-            MAX_CACHE / 1024 / 1024
-        )));
-    }
-    std::fs::read_to_string(path)
-}
-
-/// Replaces the cache: a temp file beside it, renamed over it.
-fn write_cache(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
-
 /// Reads the cache (a missing or unreadable one is empty: catalogs are only a hint).
 pub fn load_cache(path: &Path) -> CacheFile {
-    let text = match read_cache(path) {
-        Ok(t) => t,
+    // Like the config and the state: only a regular file, bounded in size and time.
+    let text = match crate::files::read(path, MAX_CACHE).map_err(crate::files::ReadError::into_io) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) => {
-            if path.exists() {
+            if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!("ignoring the model catalog cache {}: {e}", path.display());
             }
             return CacheFile::default();
@@ -374,7 +345,7 @@ pub fn load_cache(path: &Path) -> CacheFile {
 fn save_cache(path: &Path, cache: &CacheFile) {
     let result = serde_json::to_vec_pretty(cache)
         .map_err(std::io::Error::other)
-        .and_then(|bytes| write_cache(path, &bytes));
+        .and_then(|bytes| crate::files::write_atomic(path, &bytes));
     if let Err(e) = result {
         tracing::warn!(
             "cannot save the model catalog cache {}: {e}",

@@ -11,7 +11,9 @@
 //! ignores), its type is checked on the open descriptor, and the read runs on a thread of
 //! its own that the caller stops waiting for after [`READ_TIMEOUT`].
 //!
-//! This module reads only; it knows nothing of what the bytes mean.
+//! Writing them goes through [`write_atomic`], so a crash or a full disk leaves the old
+//! file or the new one, never half of one and never a temp file. This module knows
+//! nothing of what the bytes mean.
 
 use std::fmt;
 use std::io::Read;
@@ -189,6 +191,55 @@ pub fn read_within(path: &Path, max: u64, timeout: Duration) -> Result<Vec<u8>, 
 /// [`read_within`] with [`READ_TIMEOUT`].
 pub fn read(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
     read_within(path, max, READ_TIMEOUT)
+}
+
+/// Replaces `path` with `bytes` so that a crash or power cut leaves either the old or the
+/// new content: write a temp file beside it, fsync it, rename it over, fsync the dir.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    // Whatever fails (or panics) after the temp file exists, it does not stay behind.
+    let mut cleanup = RemoveOnDrop(Some(&tmp));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    written?;
+    cleanup.0 = None;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Removes a file when dropped, unless disarmed (its path taken out).
+struct RemoveOnDrop<'a>(Option<&'a Path>);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            if let Err(e) = std::fs::remove_file(path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("cannot remove {}: {e}", path.display());
+                }
+            }
+        }
+    }
+}
+
+/// Makes the rename itself durable. Some file systems refuse to sync a directory; the
+/// rename is then as durable as that file system makes it, which is not worth failing for.
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::debug!("cannot sync {}: {e}", dir.display());
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
 }
 
 #[cfg(test)]

@@ -579,12 +579,9 @@ async fn test_key(
     key: &ApiKey,
     redact_keys: &[ApiKey],
 ) -> KeyVerdict {
-    let mut auth = match reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-    {
-        Ok(v) => v,
-        Err(_) => return KeyVerdict::Rejected("the key cannot be sent in a header".into()),
+    let Some(auth) = crate::upstream::bearer(key) else {
+        return KeyVerdict::Rejected("the key cannot be sent in a header".into());
     };
-    auth.set_sensitive(true);
     let sent = client
         .get(p.models_url())
         .header(reqwest::header::AUTHORIZATION, auth)

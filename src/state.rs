@@ -12,7 +12,6 @@
 //! Keys never reach the file: records are keyed by [`key_hash`](crate::pool::key_hash).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -422,59 +421,12 @@ fn move_aside(path: &Path, now: DateTime<Utc>) -> Result<PathBuf, std::io::Error
     Ok(aside)
 }
 
-/// Replaces `path` with `bytes` so that a crash or power cut leaves either the old or the
-/// new content: write a temp file beside it, fsync it, rename it over, fsync the dir.
+/// Replaces `path` with `bytes` atomically (see [`crate::files::write_atomic`]).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    let err = |source| StateError::Write {
+    crate::files::write_atomic(path, bytes).map_err(|source| StateError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let name = path
-        .file_name()
-        .map_or_else(|| STATE_FILE.into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.tmp"));
-    // Whatever fails (or panics) after the temp file exists, it does not stay behind.
-    let mut cleanup = RemoveOnDrop(Some(&tmp));
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    match written {
-        Ok(()) => cleanup.0 = None,
-        Err(e) => return Err(err(e)),
-    }
-    sync_dir(dir);
-    Ok(())
-}
-
-/// Removes a file when dropped, unless disarmed (its path taken out).
-struct RemoveOnDrop<'a>(Option<&'a Path>);
-
-impl Drop for RemoveOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(path) = self.0 {
-            if let Err(e) = std::fs::remove_file(path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!("cannot remove {}: {e}", path.display());
-                }
-            }
-        }
-    }
-}
-
-/// Makes the rename itself durable. Some file systems refuse to sync a directory; the
-/// rename is then as durable as that file system makes it, which is not worth failing for.
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
-        tracing::debug!("cannot sync {}: {e}", dir.display());
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
+    })
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use std::sync::Mutex;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
@@ -21,8 +21,8 @@ use crate::engine::Engine;
 use crate::proxy::body::ChatBody;
 use crate::proxy::error::ApiError;
 use crate::proxy::events::{self, ChatEvent};
+use crate::proxy::read_body;
 use crate::proxy::rotate::{self, AnswerBody};
-use crate::proxy::{read_body, X_MODEL, X_PROVIDER};
 use crate::upstream::Endpoint;
 
 /// Most responses remembered for `previous_response_id`.
@@ -87,24 +87,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
 }
 
 fn sse_response(events: rotate::ChatEvents) -> Response {
-    let mut r = Response::new(Body::from_stream(events));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    r
-}
-
-fn provider_headers(r: &mut Response, attempt: &crate::pool::Attempt) {
-    if let Ok(v) = HeaderValue::from_str(&attempt.provider.name) {
-        r.headers_mut().insert(X_PROVIDER, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(rotate::echo(&attempt.model)) {
-        r.headers_mut().insert(X_MODEL, v);
-    }
+    crate::proxy::stream_response(HeaderValue::from_static("text/event-stream"), events)
 }
 
 /// The provider's message in a relayed error body (already masked), for re-wrapping.
@@ -214,7 +197,7 @@ pub async fn responses(State(engine): State<Engine>, body: Body) -> Result<Respo
             sse_response(Box::pin(futures_util::StreamExt::chain(first, events)))
         }
     };
-    provider_headers(&mut resp, &answer.attempt);
+    crate::proxy::provider_headers(resp.headers_mut(), &answer.attempt);
     Ok(resp)
 }
 
@@ -306,17 +289,12 @@ async fn messages_inner(engine: &Engine, body: Body) -> Result<Response, ApiErro
             sse_response(Box::pin(futures_util::StreamExt::chain(first, events)))
         }
     };
-    provider_headers(&mut resp, &answer.attempt);
+    crate::proxy::provider_headers(resp.headers_mut(), &answer.attempt);
     Ok(resp)
 }
 
 /// `POST /v1/messages/count_tokens`: an estimate (about four characters a token).
-pub async fn count_tokens(
-    State(engine): State<Engine>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let _ = headers;
+pub async fn count_tokens(State(engine): State<Engine>, body: Body) -> Response {
     let limit = engine.config().server.max_body_bytes;
     let bytes = match read_body(body, limit).await {
         Ok(b) => b,
@@ -334,5 +312,4 @@ pub async fn count_tokens(
         Ok(n) => json_response(StatusCode::OK, &json!({"input_tokens": n})),
         Err(e) => anthropic_error(ApiError::bad_request(e.to_string())),
     }
-    .into_response()
 }

@@ -184,14 +184,7 @@ fn chat_response(answer: rotate::Answer) -> Response {
         AnswerBody::Stream {
             content_type,
             events,
-        } => {
-            let mut r = Response::new(Body::from_stream(events));
-            let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, content_type);
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-            r
-        }
+        } => stream_response(content_type, events),
     };
     provider_headers(resp.headers_mut(), &answer.attempt);
     resp
@@ -201,7 +194,18 @@ fn body_error(e: &BodyError) -> ApiError {
     ApiError::bad_request(e.to_string())
 }
 
-fn provider_headers(h: &mut HeaderMap, attempt: &Attempt) {
+/// A streamed answer: relayed as it arrives, never cached or buffered on the way.
+pub(crate) fn stream_response(content_type: HeaderValue, events: rotate::ChatEvents) -> Response {
+    let mut r = Response::new(Body::from_stream(events));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+/// `X-Provider` and `X-Model`: who answered, with which model.
+pub(crate) fn provider_headers(h: &mut HeaderMap, attempt: &Attempt) {
     if let Ok(v) = HeaderValue::from_str(&attempt.provider.name) {
         h.insert(X_PROVIDER, v);
     }

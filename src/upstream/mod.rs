@@ -112,7 +112,7 @@ pub async fn send(
         .header(reqwest::header::VIA, via())
         .body(body);
     if let Some(key) = &attempt.key {
-        req = req.header(AUTHORIZATION, bearer(key.expose())?);
+        req = req.header(AUTHORIZATION, bearer(key).ok_or(SendFailure::BadKey)?);
     }
     match tokio::time::timeout(first_byte_timeout, req.send()).await {
         Err(_) => Err(SendFailure::Timeout(first_byte_timeout)),
@@ -130,10 +130,12 @@ fn via() -> HeaderValue {
     .clone()
 }
 
-fn bearer(key: &str) -> Result<HeaderValue, SendFailure> {
-    let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| SendFailure::BadKey)?;
+/// `Authorization: Bearer <key>`, marked sensitive (never printed by the HTTP stack);
+/// `None` when the key holds characters a header cannot carry.
+pub fn bearer(key: &ApiKey) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose())).ok()?;
     v.set_sensitive(true);
-    Ok(v)
+    Some(v)
 }
 
 /// Why an attempt got no HTTP response.
