@@ -188,6 +188,8 @@ pub async fn rotate_with(
     };
     let mut seat: Option<wait::Seat> = None;
     let mut attempts = 0usize;
+    // Failed attempts already looked at for a rotation (see the usage history).
+    let mut rotations_noted = 0usize;
     loop {
         loop {
             if routing.max_attempts > 0 && attempts >= routing.max_attempts {
@@ -216,6 +218,13 @@ pub async fn rotate_with(
             };
             // Going on: the next waiting request for this route may go too.
             seat = None;
+            // A request that moves on from a failed attempt is a rotation away from it.
+            if let Some(last) = failures.get(rotations_noted..).and_then(<[Failed]>::last) {
+                if last.attempt.key_id != attempt.key_id || last.attempt.model != attempt.model {
+                    engine.history.rotation(&last.attempt, Utc::now());
+                }
+            }
+            rotations_noted = failures.len();
             attempts += 1;
             tried.push(attempt.key_id);
             names.push(attempt.provider.name.clone());
@@ -239,6 +248,7 @@ pub async fn rotate_with(
                         chat.with_model(&attempt.model)
                     }
                 };
+                let sent_at = Instant::now();
                 let sent = sender
                     .send(
                         &attempt,
@@ -259,6 +269,7 @@ pub async fn rotate_with(
                         stream::relay(
                             engine,
                             &attempt,
+                            sent_at,
                             resp,
                             wait_for(routing.first_byte_timeout),
                             routing.stream_idle_timeout,
@@ -267,7 +278,7 @@ pub async fn rotate_with(
                         .await
                         .map(|body| (body, None))
                     } else {
-                        relay_json(engine, &attempt, resp, routing, endpoint).await
+                        relay_json(engine, &attempt, sent_at, resp, routing, endpoint).await
                     };
                     match result {
                         Ok((body, tokens)) => {
@@ -328,12 +339,13 @@ pub async fn rotate_with(
                         also_drop.push(param);
                     }
                     Verdict::RetryWithout(_) | Verdict::Relay => {
-                        engine.pool.report(
+                        report(
+                            engine,
                             &attempt,
                             &Outcome::Relayed {
                                 status: status.as_u16(),
                             },
-                            Utc::now(),
+                            None,
                         );
                         tracing::info!(
                             providers = %names.join(","),
@@ -365,7 +377,7 @@ pub async fn rotate_with(
                     | Outcome::NotInTier { .. }
                     | Outcome::ProviderGone { .. }
             );
-            engine.pool.report(&attempt, &outcome, Utc::now());
+            report(engine, &attempt, &outcome, None);
             if matches!(
                 outcome,
                 Outcome::ModelRetired { .. } | Outcome::NotInTier { .. }
@@ -652,6 +664,7 @@ fn proactive_rotation(engine: &Engine, attempt: &Attempt, headers: &reqwest::hea
 async fn relay_json(
     engine: &Engine,
     attempt: &Attempt,
+    sent_at: Instant,
     resp: reqwest::Response,
     routing: &crate::config::RoutingConfig,
     endpoint: Endpoint,
@@ -703,16 +716,37 @@ async fn relay_json(
             return Err(transient("the answer is not valid JSON".into()))
         }
     };
-    engine
-        .pool
-        .report(attempt, &Outcome::Success { tokens }, Utc::now());
+    report(
+        engine,
+        attempt,
+        &Outcome::Success {
+            tokens: tokens.map(|t| t.total),
+        },
+        Some(sent_at.elapsed()),
+    );
+    if let Some(t) = tokens {
+        engine.history.tokens(attempt, t, Utc::now());
+    }
     // Gateways that echo the request can put the key in an answer too.
     let body = AnswerBody::Json {
         status,
         content_type: ct.unwrap_or(HeaderValue::from_static("application/json")),
         body: attempt.mask.relay(body),
     };
-    Ok((body, tokens))
+    Ok((body, tokens.map(|t| t.total)))
+}
+
+/// Reports an attempt's outcome to the pool and to the usage history (with its latency,
+/// send to answer, for a success).
+pub(super) fn report(
+    engine: &Engine,
+    attempt: &Attempt,
+    outcome: &Outcome,
+    latency: Option<Duration>,
+) {
+    let now = Utc::now();
+    engine.pool.report(attempt, outcome, now);
+    engine.history.attempt(attempt, outcome, latency, now);
 }
 
 #[cfg(test)]

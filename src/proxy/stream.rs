@@ -35,6 +35,7 @@ type Upstream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Se
 pub(super) async fn relay(
     engine: &Engine,
     attempt: &Attempt,
+    sent_at: std::time::Instant,
     resp: reqwest::Response,
     wait: Duration,
     idle: Duration,
@@ -131,9 +132,12 @@ pub(super) async fn relay(
             return Err(transient("stream ended before any data".into()));
         }
     }
-    engine
-        .pool
-        .report(attempt, &Outcome::Success { tokens: None }, Utc::now());
+    super::rotate::report(
+        engine,
+        attempt,
+        &Outcome::Success { tokens: None },
+        Some(sent_at.elapsed()),
+    );
     let mut state = RelayState {
         upstream,
         framer,
@@ -179,7 +183,7 @@ struct RelayState {
     /// The last token count the provider reported. Counted once, when the stream is
     /// over: Groq reports the same usage twice (on the finish chunk and in a trailing
     /// usage chunk).
-    tokens: Option<u64>,
+    tokens: Option<crate::history::Tokens>,
     /// No more reading: the queue is the rest of the stream.
     closed: bool,
 }
@@ -307,7 +311,10 @@ impl Drop for RelayState {
     /// The stream is over (ended, failed, or the client left): its tokens are counted.
     fn drop(&mut self) {
         if let Some(t) = self.tokens.take() {
-            self.engine.pool.add_tokens(&self.attempt.provider.name, t);
+            self.engine
+                .pool
+                .add_tokens(&self.attempt.provider.name, t.total);
+            self.engine.history.tokens(&self.attempt, t, Utc::now());
         }
     }
 }
