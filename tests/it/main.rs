@@ -8,6 +8,7 @@ mod common;
 mod doctor;
 mod frontends;
 mod hardening;
+mod history;
 mod hostile;
 mod keys;
 mod models;
