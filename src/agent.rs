@@ -285,7 +285,10 @@ async fn serve_async(
     // Only an agent that serves keeps history: a second copy that could not bind its
     // port leaves the first one's database alone.
     let history = match &listener {
-        Some(_) => Some(crate::history::writer::start(&engine.history, &paths.data_dir).await),
+        Some(_) => Some(crate::history::writer::start(
+            &engine.history,
+            &paths.data_dir,
+        )),
         None => None,
     };
     let wake = crate::wake::start(&engine);

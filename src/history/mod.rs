@@ -55,6 +55,9 @@ pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
 /// counted, so memory stays bounded.
 const MAX_PENDING_BUCKETS: usize = 4096;
 
+/// How long a reader waits for the database the writer is still opening.
+const OPEN_WAIT: Duration = Duration::from_secs(10);
+
 /// Longest model name kept (a client's 3 MB model name must not become a 3 MB row).
 const MODEL_MAX: usize = 200;
 
@@ -114,9 +117,6 @@ pub enum HistoryError {
     /// This agent keeps no history (the database could not be opened at start).
     #[error("this agent keeps no usage history: {0}")]
     Off(String),
-    /// A blocking task failed to run.
-    #[error("history task failed: {0}")]
-    Task(String),
 }
 
 /// Tokens of one answer, as the provider reported them.
@@ -479,11 +479,19 @@ impl History {
     /// Every row from `from_hour` on, after a flush (so the answer includes the last
     /// second). Blocking.
     pub fn rows_since(&self, from_hour: u64) -> Result<Vec<(BucketId, Counts)>, HistoryError> {
-        let Some(store) = lock(&self.shared.store).clone() else {
-            let why = lock(&self.shared.off_reason)
-                .clone()
-                .unwrap_or_else(|| "it was not started".into());
-            return Err(HistoryError::Off(why));
+        // Right after start the writer may still be opening the file: wait for it a bit.
+        let deadline = std::time::Instant::now() + OPEN_WAIT;
+        let store = loop {
+            if let Some(store) = lock(&self.shared.store).clone() {
+                break store;
+            }
+            let off = lock(&self.shared.off_reason).clone();
+            let pending = self.enabled() && off.is_none();
+            if !pending || std::time::Instant::now() >= deadline {
+                let why = off.unwrap_or_else(|| "the database is not open".into());
+                return Err(HistoryError::Off(why));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         };
         if let Err(e) = self.flush() {
             tracing::warn!(

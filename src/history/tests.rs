@@ -282,13 +282,13 @@ fn a_database_open_elsewhere_is_busy_not_corrupt() {
 #[test]
 fn the_writer_stores_what_gathered_and_stop_flushes_the_rest() {
     let dir = tempfile::tempdir().expect("dir");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     let h = History::new();
-    let w = rt.block_on(writer::start(&h, dir.path()));
-    assert!(h.enabled());
+    let w = writer::start(&h, dir.path());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !h.enabled() {
+        assert!(std::time::Instant::now() < deadline, "never opened");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let a = attempt("groq", 0, "m");
     for _ in 0..5 {
         h.attempt(&a, &Outcome::Success { tokens: None }, None, Utc::now());

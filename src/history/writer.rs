@@ -1,10 +1,10 @@
-//! The history's writer: opens the database at start (a corrupt file is moved aside with
-//! a warning and a fresh one created; a file that cannot be opened at all leaves the agent
-//! serving without history, with a warning), then stores what gathered every
-//! [`FLUSH_INTERVAL`] in one transaction on a thread of its own, and prunes rows older
-//! than [`RETENTION_DAYS`] at start and each hour. After a quiet minute the thread sleeps
-//! until the next record wakes it, so an idle agent does not wake every second.
-//! [`Writer::stop`] stores what is left.
+//! The history's writer thread. It first opens the database (off the start-up path:
+//! counting starts at once and waits in memory meanwhile); a corrupt file is moved aside
+//! with a warning and a fresh one created, and a file that cannot be opened at all leaves
+//! the agent serving without history, with a warning. Then it stores what gathered every
+//! [`FLUSH_INTERVAL`] in one transaction, and prunes rows older than [`RETENTION_DAYS`]
+//! at start and each hour. After a quiet minute it sleeps until the next record wakes it,
+//! so an idle agent does not wake every second. [`Writer::stop`] stores what is left.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -89,14 +89,38 @@ pub fn open(data_dir: &Path, now: DateTime<Utc>) -> Opened {
     }
 }
 
-/// Opens the database for `history` and starts the writer thread. Never fails: without
-/// a database the agent serves and keeps no history (warned once).
-pub async fn start(history: &History, data_dir: &Path) -> Writer {
+/// Starts the writer thread, which opens the database for `history` first (off the
+/// start-up path: the agent serves at once, and counts from the moment it is open).
+/// Never fails: without a database the agent serves and keeps no history (warned once).
+pub fn start(history: &History, data_dir: &Path) -> Writer {
     let dir = data_dir.to_path_buf();
-    let opened = tokio::task::spawn_blocking(move || open(&dir, Utc::now()))
-        .await
-        .unwrap_or_else(|e| Opened::Off(HistoryError::Task(e.to_string())));
-    let store = match opened {
+    let h = history.clone();
+    // Counting starts now; the counts wait in memory while the file opens.
+    history.shared().enabled.store(true, Ordering::Relaxed);
+    let thread = std::thread::Builder::new()
+        .name("llm-rotator-history".into())
+        .spawn(move || {
+            if attach(&h, open(&dir, Utc::now())) {
+                run(&h);
+            }
+        });
+    let thread = match thread {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!("cannot start the usage history writer: {e}; keeping no history");
+            attach(history, Opened::Off(HistoryError::Off(e.to_string())));
+            None
+        }
+    };
+    Writer {
+        history: history.clone(),
+        thread,
+    }
+}
+
+/// Hands an opened store to `history` (and starts recording); false when there is none.
+fn attach(history: &History, opened: Opened) -> bool {
+    match opened {
         Opened::Ok { store, moved_aside } => {
             if let Some((aside, reason)) = moved_aside {
                 tracing::warn!(
@@ -106,35 +130,17 @@ pub async fn start(history: &History, data_dir: &Path) -> Writer {
                 );
             }
             tracing::debug!("usage history in {}", store.path().display());
-            store
+            *lock(&history.shared().store) = Some(Arc::new(store));
+            true
         }
         Opened::Off(e) => {
             let why = crate::logging::error_chain(&e);
             tracing::warn!("keeping no usage history this run: {why}");
-            *lock(&history.shared().off_reason) = Some(why);
-            return Writer {
-                history: history.clone(),
-                thread: None,
-            };
-        }
-    };
-    *lock(&history.shared().store) = Some(Arc::new(store));
-    history.shared().enabled.store(true, Ordering::Relaxed);
-    let h = history.clone();
-    let thread = std::thread::Builder::new()
-        .name("llm-rotator-history".into())
-        .spawn(move || run(&h));
-    let thread = match thread {
-        Ok(t) => Some(t),
-        Err(e) => {
-            tracing::warn!("cannot start the usage history writer: {e}; keeping no history");
             history.shared().enabled.store(false, Ordering::Relaxed);
-            None
+            *lock(&history.shared().off_reason) = Some(why);
+            lock(&history.shared().pending).take();
+            false
         }
-    };
-    Writer {
-        history: history.clone(),
-        thread,
     }
 }
 
