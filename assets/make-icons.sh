@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Regenerates the menu-bar icons and the app icon from one drawing (needs ImageMagick 6+).
 # The glyph is a rotation arrow on a 288x288 design grid (16x the 18 pt menu-bar size);
-# a centre mark tells the state: a dot (all good), a ring (some cooling down), a slash
-# (nothing available).
-#   tray/tray-{ok,cooling,down}.png      18x18  macOS template (black on transparent)
-#   tray/tray-{ok,cooling,down}@2x.png   36x36  macOS template, Retina
-#   tray/tray-{ok,cooling,down}-color.png 44x44 Linux panels (no template tinting there)
+# a centre mark tells the state: a dot (all good), a ring (some cooling down), an
+# exclamation mark (the last provider standing), a slash (nothing available).
+#   tray/tray-{ok,cooling,last,down}.png       18x18  macOS template (black on transparent)
+#   tray/tray-{ok,cooling,last,down}@2x.png    36x36  macOS template, Retina
+#   tray/tray-{ok,cooling,last,down}-color.png 44x44  Linux panels (no template tinting)
 #   AppIcon.png                          1024x1024 colour icon for the app bundle
 # Usage: assets/make-icons.sh   (writes next to itself; commit the PNGs)
 set -euo pipefail
@@ -22,6 +22,8 @@ glyph() {
   case $state in
     ok) printf 'fill %s circle 144,144 144,180 ' "$c" ;;
     cooling) printf 'fill none stroke %s stroke-width 16 circle 144,144 144,174 ' "$c" ;;
+    last) printf 'fill none stroke %s stroke-width 26 stroke-linecap round line 144,100 144,150 ' "$c"
+          printf 'stroke none fill %s circle 144,190 144,205 ' "$c" ;;
     down) printf 'fill none stroke %s stroke-width 28 stroke-linecap round line 60,228 228,60 ' "$c" ;;
   esac
 }
@@ -37,12 +39,13 @@ render() {
     -filter Lanczos -resize "${size}x${size}" "PNG32:$out"
 }
 
-for state in ok cooling down; do
+for state in ok cooling last down; do
   render 18 black "$state" "tray/tray-$state.png"
   render 36 black "$state" "tray/tray-$state@2x.png"
 done
 render 44 '#30b158' ok tray/tray-ok-color.png
 render 44 '#f29d0a' cooling tray/tray-cooling-color.png
+render 44 '#ef6c1a' last tray/tray-last-color.png
 render 44 '#e5483d' down tray/tray-down-color.png
 
 # App icon: the glyph in white on a rounded indigo-to-sky square (the macOS grid leaves

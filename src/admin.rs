@@ -1,5 +1,5 @@
 //! Admin routes: `/health`, `/status`, `/stats`, `/stats/history`, provider toggles and
-//! resets, config and key reloads.
+//! resets, the notifications toggle, config and key reloads.
 //! They read pool snapshots and send commands through the [`Engine`]; they never change
 //! state themselves.
 
@@ -36,7 +36,20 @@ pub async fn status(State(engine): State<Engine>) -> Response {
     value["version"] = json!(env!("CARGO_PKG_VERSION"));
     value["endpoint"] = json!(config.endpoint_url());
     value["pid"] = json!(std::process::id());
+    value["notifications"] = json!(engine.settings.notifications());
     Json(value).into_response()
+}
+
+/// `POST /notifications/enable`: desktop notifications on (as the menu's toggle).
+pub async fn notifications_on(State(engine): State<Engine>) -> Response {
+    engine.settings.set_notifications(true);
+    Json(json!({ "notifications": true })).into_response()
+}
+
+/// `POST /notifications/disable`: desktop notifications off (as the menu's toggle).
+pub async fn notifications_off(State(engine): State<Engine>) -> Response {
+    engine.settings.set_notifications(false);
+    Json(json!({ "notifications": false })).into_response()
 }
 
 /// `GET /catalog`: each provider's model catalog and configured models.

@@ -258,9 +258,11 @@ async fn serve_async(
     let store = key_store();
     let config_path = paths.config.clone();
     let last_good = last_good_path(&paths.data_dir);
+    let data_dir = paths.data_dir.clone();
     let engine = tokio::task::spawn_blocking(move || {
         let engine =
             Engine::new(config, Some(config_path.clone()), store)?.with_last_good(last_good);
+        engine.settings.load(&data_dir);
         // Running on the last good copy: the file's error shows in /status and the menu.
         if config_error.is_some() {
             engine
@@ -292,6 +294,9 @@ async fn serve_async(
         None => None,
     };
     let wake = crate::wake::start(&engine);
+    let network = crate::network::start(&engine);
+    // Only the agent that serves tells the desktop: a second copy stays quiet.
+    let notifications = listener.as_ref().map(|_| crate::notify::start(&engine));
     let watcher = crate::watcher::start(&engine);
     // In the background: the first request never waits for a provider's model list.
     let catalogs = crate::catalog::start(&engine, &paths.data_dir);
@@ -322,6 +327,12 @@ async fn serve_async(
     };
     reload_task.abort();
     wake.abort();
+    if let Some(network) = network {
+        network.abort();
+    }
+    if let Some(notifications) = notifications {
+        notifications.stop();
+    }
     if let Some(history) = history {
         if let Err(e) = tokio::task::spawn_blocking(move || history.stop()).await {
             tracing::error!("usage history writer failed to stop: {e}");

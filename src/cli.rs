@@ -493,12 +493,22 @@ pub fn text_table<const N: usize>(rows: &[[String; N]]) -> String {
     out
 }
 
-/// The readable table `llm-rotator status` prints.
+/// The readable table `llm-rotator status` prints: per provider its state, requests
+/// today, requests left today and when they come back, tokens left this minute, its
+/// cooldown and model; then the pool's total and the forecasts.
 pub fn status_table(snap: &Snapshot) -> String {
-    let mut rows: Vec<[String; 5]> = vec![[
+    status_table_at(snap, chrono::Utc::now())
+}
+
+fn status_table_at(snap: &Snapshot, now: chrono::DateTime<chrono::Utc>) -> String {
+    use crate::headroom::{clock, pool_line, thousands};
+    let mut rows: Vec<[String; 8]> = vec![[
         "PROVIDER".into(),
         "STATE".into(),
         "TODAY".into(),
+        "LEFT TODAY".into(),
+        "RESETS".into(),
+        "TOKENS/MIN".into(),
         "COOLDOWN".into(),
         "MODEL".into(),
     ]];
@@ -516,15 +526,33 @@ pub fn status_table(snap: &Snapshot) -> String {
         } else {
             "-".into()
         };
+        let day = p.headroom.requests_today;
         rows.push([
             p.name.clone(),
             state.into(),
             p.request_count.to_string(),
+            day.map_or("-".into(), |d| thousands(d.left)),
+            day.map_or("-".into(), |d| clock(d.resets_at, now)),
+            p.headroom
+                .tokens_minute
+                .map_or("-".into(), |t| thousands(t.left)),
             cooldown,
             p.model_shown(),
         ]);
     }
     let mut out = text_table(&rows);
+    if let Some(total) = pool_line(&snap.headroom) {
+        out.push_str(&format!("{total}\n"));
+    }
+    for p in snap.by_priority() {
+        if let Some(t) = p.runs_out_at {
+            out.push_str(&format!(
+                "{}: at this pace it runs out at {}\n",
+                p.name,
+                clock(t, now)
+            ));
+        }
+    }
     for p in snap.by_priority() {
         if let Some(err) = &p.last_error {
             if p.state != ProviderStateKind::Ready {

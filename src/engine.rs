@@ -41,6 +41,8 @@ pub struct Engine {
     pub responses: Arc<crate::frontends::http::ResponseStore>,
     /// Usage history: counts per hour, provider, key and model (see [`crate::history`]).
     pub history: crate::history::History,
+    /// The user's choices outside the config (notifications on or off).
+    pub settings: crate::settings::Settings,
     config: Arc<watch::Sender<Arc<Config>>>,
     /// The shared upstream client.
     pub client: reqwest::Client,
@@ -88,6 +90,7 @@ impl Engine {
             waiting: WaitingRoom::new(pool.clone()),
             responses: Arc::default(),
             history: crate::history::History::new(),
+            settings: crate::settings::Settings::default(),
             pool,
             config: Arc::new(tx),
             client,

@@ -64,6 +64,8 @@ pub fn router(engine: Engine) -> Router {
         .route("/providers/{name}/enable", post(admin::enable))
         .route("/providers/{name}/disable", post(admin::disable))
         .route("/providers/{name}/reset", post(admin::reset))
+        .route("/notifications/enable", post(admin::notifications_on))
+        .route("/notifications/disable", post(admin::notifications_off))
         .route("/reload", post(admin::reload))
         .route("/keys/reload", post(admin::reload_keys))
         .fallback(not_found)

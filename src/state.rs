@@ -428,6 +428,7 @@ mod tests {
                 hold: Some(crate::pool::Hold::RateLimit),
                 auth_failed: true,
                 request_count: 4,
+                tokens_today: 0,
                 out_of_tier: BTreeMap::new(),
             },
         );
@@ -476,6 +477,7 @@ mod tests {
             quirks: crate::config::quirks::Quirks::defaults(
                 crate::config::quirks::ProviderKind::Generic,
             ),
+            limits: Default::default(),
         })
     }
 

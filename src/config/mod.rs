@@ -247,6 +247,25 @@ pub struct ProviderConfig {
     pub requires_key: bool,
     /// What this provider's requests need and how its limits are read.
     pub quirks: quirks::Quirks,
+    /// The limits the user knows of, for providers whose answers do not say.
+    pub limits: Limits,
+}
+
+/// A provider's limits as the user set them (`requests_per_day` and friends), each for
+/// one key: every key is an account with allowances of its own. Used where the provider's
+/// own `x-ratelimit-*` headers say nothing, against the agent's own counts; when one is
+/// reached the key rests until the window ends. Days are the local calendar day, minutes
+/// the calendar minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests a key may send per day.
+    pub requests_per_day: Option<u64>,
+    /// Requests a key may send per minute.
+    pub requests_per_minute: Option<u64>,
+    /// Tokens a key may use per minute.
+    pub tokens_per_minute: Option<u64>,
+    /// Tokens a key may use per day.
+    pub tokens_per_day: Option<u64>,
 }
 
 /// `base` with `tail` (e.g. `/chat/completions`) added to its path, before any query

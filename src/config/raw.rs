@@ -97,6 +97,10 @@ struct RawProvider {
     kind: Option<Spanned<String>>,
     drop_params: Option<Vec<String>>,
     max_tokens_field: Option<Spanned<String>>,
+    requests_per_day: Option<Spanned<u64>>,
+    requests_per_minute: Option<Spanned<u64>>,
+    tokens_per_minute: Option<Spanned<u64>>,
+    tokens_per_day: Option<Spanned<u64>>,
 }
 
 /// Line and column (1-based) of a byte offset.
@@ -505,6 +509,20 @@ fn validate_provider(
         }
     };
     let quirks = validate_quirks(&base_url, p.kind, p.drop_params, p.max_tokens_field, &at)?;
+    let limit = |v: Option<Spanned<u64>>, field: &str| match v {
+        Some(s) if *s.get_ref() == 0 => Err(at(
+            s.span(),
+            field,
+            "must be at least 1 (leave it out when there is no limit)".into(),
+        )),
+        other => Ok(other.map(Spanned::into_inner)),
+    };
+    let limits = super::Limits {
+        requests_per_day: limit(p.requests_per_day, "requests_per_day")?,
+        requests_per_minute: limit(p.requests_per_minute, "requests_per_minute")?,
+        tokens_per_minute: limit(p.tokens_per_minute, "tokens_per_minute")?,
+        tokens_per_day: limit(p.tokens_per_day, "tokens_per_day")?,
+    };
     Ok(ProviderConfig {
         name,
         base_url,
@@ -520,6 +538,7 @@ fn validate_provider(
         api_key_env,
         requires_key: p.requires_key.unwrap_or(true),
         quirks,
+        limits,
     })
 }
 

@@ -255,3 +255,31 @@ fn a_config_file_that_is_not_a_regular_file_or_too_large_is_refused_with_why() {
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+#[test]
+fn provider_limits_are_read_and_zero_is_refused_with_its_path() {
+    let text = format!(
+        "{MINIMAL}requests_per_day = 1000\nrequests_per_minute = 30\ntokens_per_minute = 6000\ntokens_per_day = 500000\n"
+    );
+    let cfg = Config::parse(&text, None).expect("valid");
+    let l = cfg.providers[0].limits;
+    assert_eq!(l.requests_per_day, Some(1000));
+    assert_eq!(l.requests_per_minute, Some(30));
+    assert_eq!(l.tokens_per_minute, Some(6000));
+    assert_eq!(l.tokens_per_day, Some(500_000));
+    // Left out: no limit known.
+    let cfg = Config::parse(MINIMAL, None).expect("valid");
+    assert_eq!(cfg.providers[0].limits, Limits::default());
+    for field in [
+        "requests_per_day",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "tokens_per_day",
+    ] {
+        let inv = invalid(&format!("{MINIMAL}{field} = 0\n"));
+        assert_eq!(inv.key, Some(format!("providers[0].{field}")), "{inv}");
+        assert_eq!(inv.line, Some(6), "{inv}");
+        let inv = invalid(&format!("{MINIMAL}{field} = -5\n"));
+        assert_eq!(inv.line, Some(6), "{inv}");
+    }
+}

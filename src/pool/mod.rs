@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::catalog::Catalog;
-use crate::config::{ProviderConfig, RoutingConfig};
+use crate::config::{Limits, ProviderConfig, RoutingConfig};
+use crate::headroom::{self, Counts, Headroom, Reading};
 use crate::secrets::{ApiKey, ProviderKey};
+use crate::upstream::limits::Budget;
 use crate::upstream::scrub::KeyMask;
 
 pub use snapshot::{ConfigSnapshot, KeySnapshot, ProviderSnapshot, ProviderStateKind, Snapshot};
@@ -211,6 +213,9 @@ pub struct KeyRecord {
     pub auth_failed: bool,
     /// Requests today on this key.
     pub request_count: u64,
+    /// Tokens today on this key (absent in files of older versions).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tokens_today: u64,
     /// Models this key may not use (model → what the provider said).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub out_of_tier: BTreeMap<String, String>,
@@ -243,6 +248,10 @@ pub struct ProviderRecord {
     /// a change clears them.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub marks_for: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A stable, non-reversible id for a key, for matching persisted records to keys without
@@ -280,12 +289,16 @@ struct KeyState {
     hold: Option<Hold>,
     consecutive_429: u32,
     auth_failed: bool,
-    request_count: u64,
+    /// Requests and tokens today and this minute (`requests_today` is persisted).
+    counts: Counts,
     /// Models this key may not use (a paid-only model on a free key).
     out_of_tier: BTreeMap<String, String>,
     /// Tokens left in the provider's current token window and when it refills, from the
     /// last answer's rate-limit headers (not persisted: it is minutes long).
     token_budget: Option<(u64, DateTime<Utc>)>,
+    /// The provider's last word on this key's windows: the reading, when it was taken
+    /// and the key's requests today then (not persisted: a restart reads it anew).
+    reading: Option<(Reading, DateTime<Utc>, u64)>,
 }
 
 impl KeyState {
@@ -307,6 +320,47 @@ impl KeyState {
 
     fn cooling(&self, now: DateTime<Utc>) -> bool {
         self.cooldown_until.is_some_and(|t| t > now)
+    }
+
+    /// What it has left at `now`, from the provider's reading or the configured limits.
+    fn headroom(&self, limits: &Limits, now: DateTime<Utc>) -> Headroom {
+        let (reading, at_reading) = match &self.reading {
+            Some((r, _, n)) => (Some(r), *n),
+            None => (None, 0),
+        };
+        headroom::for_key(
+            &headroom::KeyInput {
+                reading,
+                requests_at_reading: at_reading,
+                counts: &self.counts,
+                limits,
+                day_end: headroom::day_bounds(now).1,
+            },
+            now,
+        )
+    }
+
+    /// Rests the key when the agent's own count reached a limit set in the config (the
+    /// provider would refuse the next request anyway).
+    fn rest_if_own_limit_reached(&mut self, limits: &Limits, now: DateTime<Utc>) {
+        if *limits == Limits::default() {
+            return;
+        }
+        let Some((until, daily)) = self.headroom(limits, now).own_limit_reached() else {
+            return;
+        };
+        if until <= now || self.cooldown_until.is_some_and(|t| t >= until) {
+            return;
+        }
+        let reason = if daily {
+            quota_reason(until, now)
+        } else {
+            format!(
+                "configured per-minute limit reached, back in {}s",
+                secs_until(until, now)
+            )
+        };
+        self.hold(Hold::Bench, until, reason);
     }
     fn usable(&self, now: DateTime<Utc>) -> bool {
         !self.auth_failed && !self.cooling(now)
@@ -468,7 +522,8 @@ impl ProviderState {
             self.day = today;
             self.request_count = 0;
             for k in &mut self.keys {
-                k.request_count = 0;
+                k.counts.requests_today = 0;
+                k.counts.tokens_today = 0;
             }
         }
     }
@@ -664,7 +719,11 @@ impl Pool {
                 return;
             };
             if reached {
-                k.request_count = k.request_count.saturating_add(1);
+                let tokens = match outcome {
+                    Outcome::Success { tokens } => tokens.unwrap_or(0),
+                    _ => 0,
+                };
+                k.counts.add(1, tokens, now);
             }
             // Provider text is stored (and shown, and persisted) only masked.
             let stored = |reason: &str| attempt.mask.text(reason);
@@ -748,6 +807,9 @@ impl Pool {
                 }
                 Outcome::Relayed { .. } => {}
             }
+            if reached {
+                k.rest_if_own_limit_reached(&p.config.limits, now);
+            }
         }
         self.changed();
     }
@@ -781,8 +843,10 @@ impl Pool {
         self.changed();
     }
 
-    /// Records the tokens left in a key's current token window (from rate-limit headers).
-    pub fn set_token_budget(&self, attempt: &Attempt, left: u64, reset_at: DateTime<Utc>) {
+    /// Records what a successful answer's rate-limit headers said about its key: the
+    /// tokens left in its current token window (for picking) and every window read (its
+    /// headroom), as of `now`.
+    pub fn note_limits(&self, attempt: &Attempt, budget: &Budget, now: DateTime<Utc>) {
         let mut inner = self.lock();
         if let Some(k) = inner
             .providers
@@ -790,20 +854,34 @@ impl Pool {
             .find(|p| p.config.name == attempt.provider.name)
             .and_then(|p| p.keys.iter_mut().find(|k| k.id == attempt.key_id))
         {
-            k.token_budget = Some((left, reset_at));
+            if let Some(tokens) = budget.tokens {
+                k.token_budget = Some(tokens);
+            }
+            if !budget.reading.is_empty() {
+                // The provider's figures already count the request these headers came
+                // with; the pool counts it when the answer is reported, just after.
+                let counted = k.counts.requests_today.saturating_add(1);
+                k.reading = Some((budget.reading, now, counted));
+            }
         }
     }
 
-    /// Adds tokens counted after the fact (at the end of a stream).
-    pub fn add_tokens(&self, provider: &str, tokens: u64) {
+    /// Adds tokens counted after the fact (at the end of a stream) to the provider's
+    /// total and the key's counts.
+    pub fn add_tokens(&self, attempt: &Attempt, tokens: u64, now: DateTime<Utc>) {
         {
             let mut inner = self.lock();
             if let Some(p) = inner
                 .providers
                 .iter_mut()
-                .find(|p| p.config.name == provider)
+                .find(|p| p.config.name == attempt.provider.name)
             {
                 p.total_tokens = p.total_tokens.saturating_add(tokens);
+                let limits = p.config.limits;
+                if let Some(k) = p.keys.iter_mut().find(|k| k.id == attempt.key_id) {
+                    k.counts.add(0, tokens, now);
+                    k.rest_if_own_limit_reached(&limits, now);
+                }
             }
         }
         self.changed();
@@ -1140,6 +1218,17 @@ impl Pool {
         freed
     }
 
+    /// After the network came back: as after a wake ([`Pool::woke`]), and the snapshot is
+    /// published anew either way, so every viewer re-reads the headroom. Returns how many
+    /// keys were freed.
+    pub fn network_changed(&self, now: DateTime<Utc>) -> usize {
+        let freed = self.woke(now);
+        if freed == 0 {
+            self.changed();
+        }
+        freed
+    }
+
     /// Whether a provider with this name exists.
     pub fn has_provider(&self, name: &str) -> bool {
         self.lock().providers.iter().any(|p| p.config.name == name)
@@ -1249,7 +1338,8 @@ impl Pool {
                                 cooldown_reason: k.cooldown_reason.clone(),
                                 hold: k.hold,
                                 auth_failed: k.auth_failed,
-                                request_count: k.request_count,
+                                request_count: k.counts.requests_today,
+                                tokens_today: k.counts.tokens_today,
                                 out_of_tier: k.out_of_tier.clone(),
                             },
                         )
@@ -1303,7 +1393,8 @@ impl Pool {
                     k.cooldown_reason = k.cooldown_until.and(kr.cooldown_reason.clone());
                     k.hold = k.cooldown_until.and(kr.hold);
                     k.auth_failed = kr.auth_failed;
-                    k.request_count = if same_day { kr.request_count } else { 0 };
+                    k.counts.requests_today = if same_day { kr.request_count } else { 0 };
+                    k.counts.tokens_today = if same_day { kr.tokens_today } else { 0 };
                     k.out_of_tier = kr.out_of_tier.clone();
                 }
             }
@@ -1370,9 +1461,10 @@ impl Inner {
                             hold: None,
                             consecutive_429: 0,
                             auth_failed: false,
-                            request_count: 0,
+                            counts: Counts::default(),
                             out_of_tier: BTreeMap::new(),
                             token_budget: None,
+                            reading: None,
                         }
                     }
                 };

@@ -5,6 +5,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{secs_until, Inner};
+use crate::headroom::{self, Headroom, PoolHeadroom};
 
 /// What a provider is doing right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +54,13 @@ pub struct KeySnapshot {
     pub cooldown_remaining_secs: u64,
     /// Why it cools down.
     pub cooldown_reason: Option<String>,
+    /// What it has left, and when each window refills.
+    #[serde(default)]
+    pub headroom: Headroom,
+    /// When the provider's headers were last read for it (RFC 3339 UTC); `None`: they
+    /// never said anything, the figures (if any) are from the configured limits.
+    #[serde(default)]
+    pub headroom_read_at: Option<String>,
 }
 
 /// One provider in `/status`.
@@ -117,6 +125,14 @@ pub struct ProviderSnapshot {
     /// Stream events it sent that were refused for their size (since start).
     #[serde(default)]
     pub oversized_events: u64,
+    /// What its keys that can still serve have left, summed, and when each window
+    /// refills first.
+    #[serde(default)]
+    pub headroom: Headroom,
+    /// When it runs out of requests at today's pace, if that comes before its daily
+    /// window refills.
+    #[serde(default)]
+    pub runs_out_at: Option<DateTime<Utc>>,
 }
 
 impl ProviderSnapshot {
@@ -191,6 +207,9 @@ pub struct Snapshot {
     /// cannot; `None` when it is saved.
     #[serde(default)]
     pub state_error: Option<String>,
+    /// Requests left today over the providers that can serve and know their figure.
+    #[serde(default)]
+    pub headroom: PoolHeadroom,
 }
 
 impl Snapshot {
@@ -218,11 +237,28 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
-    let providers = inner
+    let (day_start, _) = headroom::day_bounds(now);
+    let providers: Vec<ProviderSnapshot> = inner
         .providers
         .iter()
         .map(|p| {
             let state = p.kind(now);
+            let key_headroom: Vec<Headroom> = p
+                .keys
+                .iter()
+                .map(|k| k.headroom(&p.config.limits, now))
+                .collect();
+            let headroom = headroom::for_provider(
+                p.keys
+                    .iter()
+                    .zip(&key_headroom)
+                    .filter(|(k, _)| !k.auth_failed)
+                    .map(|(_, h)| h),
+            );
+            let runs_out_at = headroom.requests_today.and_then(|d| {
+                headroom::runs_out_at(p.request_count, day_start, now, d.left)
+                    .filter(|t| *t < d.resets_at && d.left > 0)
+            });
             let ready_at = p
                 .ready_at(now)
                 .filter(|_| state == ProviderStateKind::CoolingDown);
@@ -235,7 +271,8 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
             let keys = if p.config.requires_key {
                 p.keys
                     .iter()
-                    .map(|k| {
+                    .zip(&key_headroom)
+                    .map(|(k, h)| {
                         let cooling = k.cooling(now);
                         KeySnapshot {
                             label: k.label.clone(),
@@ -247,13 +284,15 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
                                 "ready"
                             }
                             .to_string(),
-                            request_count: k.request_count,
+                            request_count: k.counts.requests_today,
                             rate_limited_until: k.cooldown_until.filter(|_| cooling).map(rfc3339),
                             cooldown_remaining_secs: k
                                 .cooldown_until
                                 .filter(|_| cooling)
                                 .map_or(0, |t| secs_until(t, now)),
                             cooldown_reason: k.cooldown_reason.clone().filter(|_| cooling),
+                            headroom: *h,
+                            headroom_read_at: k.reading.map(|(_, at, _)| rfc3339(at)),
                         }
                     })
                     .collect()
@@ -297,9 +336,25 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
                     }
                     out
                 }),
+                headroom,
+                runs_out_at,
             }
         })
         .collect();
+    let counted: Vec<u64> = providers
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.state,
+                ProviderStateKind::Ready | ProviderStateKind::CoolingDown
+            )
+        })
+        .filter_map(|p| p.headroom.requests_today.map(|d| d.left))
+        .collect();
+    let pool_headroom = PoolHeadroom {
+        requests_left_today: (!counted.is_empty()).then(|| counted.iter().sum()),
+        providers: counted.len(),
+    };
     Snapshot {
         providers,
         key_store: inner.key_note.clone(),
@@ -310,5 +365,6 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
         generated_at: rfc3339(now),
         waiting: inner.waiting,
         state_error: inner.state_error.clone(),
+        headroom: pool_headroom,
     }
 }

@@ -27,6 +27,7 @@ fn provider(name: &str, priority: u32, models: &[&str]) -> Arc<ProviderConfig> {
         quirks: crate::config::quirks::Quirks::defaults(
             crate::config::quirks::ProviderKind::Generic,
         ),
+        limits: Default::default(),
     })
 }
 
@@ -559,7 +560,11 @@ fn keys_whose_token_window_cannot_fit_the_request_are_passed_over_while_others_c
     let pool = pool(&ps, &keys(&[("a", &["ka"]), ("b", &["kb"])]));
     let a = pool.pick(&Route::Any, &[], t0()).expect("pick");
     let reset = t0() + chrono::Duration::seconds(40);
-    pool.set_token_budget(&a, 800, reset);
+    let budget = crate::upstream::limits::Budget {
+        tokens: Some((800, reset)),
+        ..Default::default()
+    };
+    pool.note_limits(&a, &budget, t0());
     let name = |need: Option<u64>, now| {
         pool.pick_for(&Route::Any, &[], need, now)
             .expect("pick")
@@ -591,7 +596,7 @@ fn token_counters_saturate_instead_of_wrapping() {
         },
         t0(),
     );
-    pool.add_tokens("a", 100);
+    pool.add_tokens(&a, 100, t0());
     pool.report(
         &a,
         &Outcome::Success {
@@ -733,4 +738,90 @@ fn a_reset_ends_every_cooldown_and_bench_of_that_provider_only() {
         pool.reset(name, t0());
     }
     assert!(cooling_names(&pool, t0()).is_empty());
+}
+
+fn limited(name: &str, limits: crate::config::Limits) -> Arc<ProviderConfig> {
+    let mut p = (*provider(name, 1, &[])).clone();
+    p.limits = limits;
+    Arc::new(p)
+}
+
+#[test]
+fn a_configured_daily_limit_counts_down_and_rests_the_key_when_reached() {
+    let limits = crate::config::Limits {
+        requests_per_day: Some(3),
+        ..Default::default()
+    };
+    let ps = [limited("a", limits), provider("b", 2, &[])];
+    let pool = pool(&ps, &keys(&[("a", &["k1"]), ("b", &["kb"])]));
+    let ok = Outcome::Success { tokens: Some(10) };
+    for left in [2, 1] {
+        let a = pool.pick(&Route::Any, &[], t0()).expect("pick");
+        assert_eq!(a.provider.name, "a");
+        pool.report(&a, &ok, t0());
+        let snap = pool.snapshot(t0());
+        let d = snap.providers[0].headroom.requests_today.expect("known");
+        assert_eq!(d.left, left);
+        assert_eq!(d.source, crate::headroom::Source::Config);
+        assert_eq!(d.resets_at, crate::headroom::day_bounds(t0()).1);
+        assert_eq!(snap.providers[0].keys[0].headroom.requests_today, Some(d));
+        assert_eq!(snap.headroom.requests_left_today, Some(left));
+        assert_eq!(snap.headroom.providers, 1);
+    }
+    let a = pool.pick(&Route::Any, &[], t0()).expect("pick");
+    pool.report(&a, &ok, t0());
+    let snap = pool.snapshot(t0());
+    assert_eq!(snap.providers[0].state, ProviderStateKind::CoolingDown);
+    assert!(snap.providers[0]
+        .cooldown_reason
+        .as_deref()
+        .is_some_and(|r| r.starts_with("daily quota used")));
+    assert_eq!(
+        pool.pick(&Route::Any, &[], t0())
+            .expect("pick")
+            .provider
+            .name,
+        "b"
+    );
+    // Nothing left, so no forecast either.
+    assert_eq!(snap.providers[0].runs_out_at, None);
+}
+
+#[test]
+fn the_latest_header_reading_is_kept_per_key_and_counted_down_by_what_is_sent_since() {
+    let ps = [provider("a", 1, &[])];
+    let pool = pool(&ps, &keys(&[("a", &["k1"])]));
+    let a = pool.pick(&Route::Any, &[], t0()).expect("pick");
+    let reset = t0() + chrono::Duration::hours(3);
+    let budget = crate::upstream::limits::Budget {
+        reading: crate::headroom::Reading {
+            requests_day: Some(crate::headroom::Slot {
+                remaining: 500,
+                reset,
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    // Headers first, then the answer they came with is reported; then one more.
+    pool.note_limits(&a, &budget, t0());
+    pool.report(&a, &Outcome::Success { tokens: None }, t0());
+    let snap = pool.snapshot(t0());
+    assert_eq!(
+        snap.providers[0].headroom.requests_today.map(|d| d.left),
+        Some(500)
+    );
+    pool.report(&a, &Outcome::Success { tokens: None }, t0());
+    let snap = pool.snapshot(t0());
+    let p = &snap.providers[0];
+    let d = p.headroom.requests_today.expect("known");
+    assert_eq!((d.left, d.resets_at), (499, reset));
+    assert_eq!(d.source, crate::headroom::Source::Provider);
+    assert_eq!(
+        p.keys[0].headroom_read_at.as_deref(),
+        Some("2026-11-27T12:00:00Z")
+    );
+    // Past its reset, the reading says nothing more.
+    let later = reset + chrono::Duration::seconds(1);
+    assert!(pool.snapshot(later).providers[0].headroom.is_empty());
 }

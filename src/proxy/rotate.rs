@@ -653,8 +653,9 @@ fn proactive_rotation(engine: &Engine, attempt: &Attempt, headers: &reqwest::hea
         );
         engine.pool.bench(attempt, until, daily, now);
     }
-    if let Some((left, reset)) = budget.tokens {
-        engine.pool.set_token_budget(attempt, left, reset);
+    // The usual case, a provider that says nothing, costs no lock.
+    if budget.tokens.is_some() || !budget.reading.is_empty() {
+        engine.pool.note_limits(attempt, &budget, now);
     }
 }
 

@@ -313,7 +313,7 @@ impl Drop for RelayState {
         if let Some(t) = self.tokens.take() {
             self.engine
                 .pool
-                .add_tokens(&self.attempt.provider.name, t.total);
+                .add_tokens(&self.attempt, t.total, Utc::now());
             self.engine.history.tokens(&self.attempt, t, Utc::now());
         }
     }

@@ -322,6 +322,11 @@ impl App {
                 .as_ref()
                 .filter(|(_, until)| *until > Instant::now())
                 .map(|(text, _)| text.as_str()),
+            notifications: self
+                .engine
+                .as_ref()
+                .is_none_or(|e| e.settings.notifications()),
+            now: Utc::now(),
         })
     }
 
@@ -561,6 +566,16 @@ impl App {
                     let _ = proxy.send_event(UserEvent::Login(state));
                     result.err()
                 });
+            }
+            Click::Notifications => {
+                // The same command as `POST /notifications/enable|disable`; saving the
+                // choice happens off this thread.
+                if let Some(engine) = &self.engine {
+                    let on = !engine.settings.notifications();
+                    engine.settings.set_notifications(on);
+                    tracing::info!(on, "notifications toggled from the menu");
+                }
+                self.last = None;
             }
             Click::Quit => self.quit(),
         }

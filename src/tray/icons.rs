@@ -44,6 +44,7 @@ pub fn template_png(kind: IconKind) -> &'static [u8] {
     match kind {
         IconKind::Ok => include_bytes!("../../assets/tray/tray-ok@2x.png"),
         IconKind::Cooling => include_bytes!("../../assets/tray/tray-cooling@2x.png"),
+        IconKind::Last => include_bytes!("../../assets/tray/tray-last@2x.png"),
         IconKind::Down => include_bytes!("../../assets/tray/tray-down@2x.png"),
     }
 }
@@ -53,6 +54,7 @@ pub fn color_png(kind: IconKind) -> &'static [u8] {
     match kind {
         IconKind::Ok => include_bytes!("../../assets/tray/tray-ok-color.png"),
         IconKind::Cooling => include_bytes!("../../assets/tray/tray-cooling-color.png"),
+        IconKind::Last => include_bytes!("../../assets/tray/tray-last-color.png"),
         IconKind::Down => include_bytes!("../../assets/tray/tray-down-color.png"),
     }
 }
@@ -79,7 +81,12 @@ pub fn decode(bytes: &[u8]) -> Result<Rgba, IconError> {
 mod tests {
     use super::*;
 
-    const KINDS: [IconKind; 3] = [IconKind::Ok, IconKind::Cooling, IconKind::Down];
+    const KINDS: [IconKind; 4] = [
+        IconKind::Ok,
+        IconKind::Cooling,
+        IconKind::Last,
+        IconKind::Down,
+    ];
 
     #[test]
     fn every_icon_decodes_to_rgba_of_its_size() {
@@ -113,12 +120,13 @@ mod tests {
     }
 
     #[test]
-    fn the_three_states_look_different() {
-        let a = decode(template_png(IconKind::Ok)).unwrap();
-        let b = decode(template_png(IconKind::Cooling)).unwrap();
-        let c = decode(template_png(IconKind::Down)).unwrap();
-        assert_ne!(a, b);
-        assert_ne!(b, c);
-        assert_ne!(a, c);
+    fn the_four_states_look_different() {
+        for (i, a) in KINDS.iter().enumerate() {
+            for b in &KINDS[i + 1..] {
+                for png in [template_png, color_png] {
+                    assert_ne!(decode(png(*a)).unwrap(), decode(png(*b)).unwrap());
+                }
+            }
+        }
     }
 }

@@ -3,7 +3,10 @@
 //! login-item state and the last notice. No UI toolkit here: [`super::app`] turns a
 //! [`MenuModel`] into real menu items, so everything users read is unit-tested on Linux.
 
+use chrono::{DateTime, Utc};
+
 use crate::cli::countdown;
+use crate::headroom;
 use crate::pool::{ProviderSnapshot, ProviderStateKind, Snapshot};
 
 /// Longest detail line (last error, notices) before it is cut with "…".
@@ -16,6 +19,9 @@ pub enum IconKind {
     Ok,
     /// Something can serve, but some providers are cooling down or their key was rejected.
     Cooling,
+    /// One provider is left serving while others that could are cooling down, benched
+    /// or refused.
+    Last,
     /// Nothing can serve (or the port could not be bound).
     Down,
 }
@@ -26,6 +32,7 @@ impl IconKind {
         match self {
             IconKind::Ok => "ok",
             IconKind::Cooling => "cooling",
+            IconKind::Last => "last",
             IconKind::Down => "down",
         }
     }
@@ -73,6 +80,8 @@ pub enum Click {
     ResetCooldowns(String),
     /// Install or remove the login item.
     StartAtLogin,
+    /// Turn desktop notifications on or off.
+    Notifications,
     /// Stop the proxy and quit.
     Quit,
 }
@@ -89,6 +98,7 @@ impl Click {
             Click::SetKey(p) => format!("set-key:{p}"),
             Click::ResetCooldowns(p) => format!("reset:{p}"),
             Click::StartAtLogin => "start-at-login".into(),
+            Click::Notifications => "notifications".into(),
             Click::Quit => "quit".into(),
         }
     }
@@ -110,6 +120,7 @@ impl Click {
             "reload" => Click::Reload,
             "open-logs" => Click::OpenLogs,
             "start-at-login" => Click::StartAtLogin,
+            "notifications" => Click::Notifications,
             "quit" => Click::Quit,
             _ => return None,
         })
@@ -213,6 +224,11 @@ pub struct MenuInput<'a> {
     pub login: LoginState,
     /// The outcome of the last action ("Copied …", "Key saved for groq", a CLI hint).
     pub notice: Option<&'a str>,
+    /// Whether desktop notifications are on.
+    pub notifications: bool,
+    /// The time the headroom lines are written for (reset times within the next day
+    /// read "02:00", later ones "Tue 02:00").
+    pub now: DateTime<Utc>,
 }
 
 /// The whole menu plus the icon and tooltip that go with it.
@@ -302,12 +318,24 @@ pub fn cooling(p: &ProviderSnapshot) -> bool {
     p.is_rate_limited || p.keys.iter().any(|k| k.rate_limited_until.is_some())
 }
 
-/// The icon for this state.
+/// A provider's headroom line under its row ("    412 left today · resets 02:00"),
+/// while it is on and its requests left today are known.
+pub fn headroom_detail(p: &ProviderSnapshot, now: DateTime<Utc>) -> Option<String> {
+    if !p.enabled {
+        return None;
+    }
+    headroom::line(&p.headroom, p.runs_out_at, now).map(|l| format!("    {l}"))
+}
+
+/// The icon for this state: all serving; some cooling down, benched or refused; the last
+/// provider standing; nothing can serve. Providers that are off or have no key are not
+/// trouble: they were never meant to serve.
 pub fn icon_for(snapshot: Option<&Snapshot>, bind_error: Option<&BindProblem>) -> IconKind {
     let Some(snap) = snapshot else {
         return IconKind::Down;
     };
-    if bind_error.is_some() || snap.ready_count() == 0 {
+    let ready = snap.ready_count();
+    if bind_error.is_some() || ready == 0 {
         return IconKind::Down;
     }
     let troubled = snap.providers.iter().any(|p| {
@@ -318,10 +346,10 @@ pub fn icon_for(snapshot: Option<&Snapshot>, bind_error: Option<&BindProblem>) -
                 | ProviderStateKind::ModelRetired
         )
     });
-    if troubled {
-        IconKind::Cooling
-    } else {
-        IconKind::Ok
+    match (troubled, ready) {
+        (false, _) => IconKind::Ok,
+        (true, 1) => IconKind::Last,
+        (true, _) => IconKind::Cooling,
     }
 }
 
@@ -343,7 +371,7 @@ fn header(input: &MenuInput<'_>) -> Vec<Item> {
     let Some(snap) = input.snapshot else {
         return vec![Item::label("header", "Starting…".into())];
     };
-    vec![Item::label(
+    let mut rows = vec![Item::label(
         "header",
         format!(
             "Serving on {} — {} of {} ready",
@@ -351,7 +379,11 @@ fn header(input: &MenuInput<'_>) -> Vec<Item> {
             snap.ready_count(),
             snap.providers.len()
         ),
-    )]
+    )];
+    if let Some(total) = headroom::pool_line(&snap.headroom) {
+        rows.push(Item::label("headroom", format!("    {total}")));
+    }
+    rows
 }
 
 fn tooltip(input: &MenuInput<'_>) -> String {
@@ -430,6 +462,9 @@ pub fn build(input: &MenuInput<'_>) -> MenuModel {
             if let Some(detail) = provider_detail(p) {
                 items.push(Item::label(&format!("detail:{}", p.name), detail));
             }
+            if let Some(left) = headroom_detail(p, input.now) {
+                items.push(Item::label(&format!("headroom:{}", p.name), left));
+            }
         }
     }
     let ready = input.snapshot.is_some();
@@ -477,6 +512,12 @@ pub fn build(input: &MenuInput<'_>) -> MenuModel {
         LoginState::Off => ("Start at login", false, true),
         LoginState::Unavailable => ("Start at login (not available in this build)", false, false),
     };
+    items.push(Item::Check {
+        click: Click::Notifications,
+        text: "Notifications".into(),
+        checked: input.notifications,
+        enabled: true,
+    });
     items.push(Item::Check {
         click: Click::StartAtLogin,
         text: login_text.into(),

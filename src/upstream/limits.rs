@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::hint::{parse_duration, MAX_PROVIDER_WAIT};
 use crate::config::quirks::ProviderKind;
+use crate::headroom::{Reading, Slot};
 
 const REMAINING: &str = "x-ratelimit-remaining";
 const RESET: &str = "x-ratelimit-reset";
@@ -99,9 +100,19 @@ pub struct Budget {
     pub exhausted_until: Option<(DateTime<Utc>, bool)>,
     /// Tokens left in the tightest token window, and when it refills.
     pub tokens: Option<(u64, DateTime<Utc>)>,
+    /// Every window the headers described, sorted by kind (the key's headroom).
+    pub reading: Reading,
 }
 
-/// Reads the budget left after a successful answer.
+/// Keeps the tighter of two readings of the same kind of window.
+fn tighter(slot: &mut Option<Slot>, new: Slot) {
+    if slot.is_none_or(|s| new.remaining < s.remaining) {
+        *slot = Some(new);
+    }
+}
+
+/// Reads the budget left after a successful answer. Cheap when the provider sends no
+/// rate-limit headers: one pass over the header names, nothing allocated.
 pub fn budget(kind: ProviderKind, headers: &HeaderMap, now: DateTime<Utc>) -> Budget {
     let mut b = Budget::default();
     for w in windows(kind, headers, now) {
@@ -114,13 +125,22 @@ pub fn budget(kind: ProviderKind, headers: &HeaderMap, now: DateTime<Utc>) -> Bu
                 b.exhausted_until = Some((reset, w.daily));
             }
         }
-        if w.tokens {
-            if let Some(left) = w.remaining.filter(|r| *r >= 0.0) {
-                let left = left as u64;
-                if b.tokens.is_none_or(|(l, _)| left < l) {
-                    b.tokens = Some((left, reset));
-                }
-            }
+        let Some(left) = w.remaining.filter(|r| *r >= 0.0).map(|r| r as u64) else {
+            continue;
+        };
+        if w.tokens && b.tokens.is_none_or(|(l, _)| left < l) {
+            b.tokens = Some((left, reset));
+        }
+        let slot = Slot {
+            remaining: left,
+            reset,
+        };
+        let r = &mut b.reading;
+        match (w.tokens, w.daily) {
+            (false, true) => tighter(&mut r.requests_day, slot),
+            (false, false) => tighter(&mut r.requests_minute, slot),
+            (true, false) => tighter(&mut r.tokens_minute, slot),
+            (true, true) => tighter(&mut r.tokens_day, slot),
         }
     }
     b
@@ -231,6 +251,39 @@ mod tests {
         ]);
         let b = budget(ProviderKind::Cerebras, &h, now());
         assert_eq!(b.exhausted_until.map(|e| e.1), Some(true));
+    }
+
+    #[test]
+    fn the_reading_sorts_windows_into_requests_today_and_tokens_this_minute() {
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "412"),
+            ("x-ratelimit-reset-requests", "2h0m0s"),
+            ("x-ratelimit-remaining-tokens", "5800"),
+            ("x-ratelimit-reset-tokens", "7.66s"),
+        ]);
+        let r = budget(ProviderKind::Groq, &h, now()).reading;
+        let day = r.requests_day.expect("requests per day");
+        assert_eq!(day.remaining, 412);
+        assert_eq!((day.reset - now()).num_seconds(), 7200);
+        assert_eq!(r.tokens_minute.map(|s| s.remaining), Some(5800));
+        assert_eq!(r.requests_minute, None);
+        // OpenAI's request window is per minute.
+        let r = budget(ProviderKind::OpenAi, &h, now()).reading;
+        assert_eq!(r.requests_minute.map(|s| s.remaining), Some(412));
+        assert_eq!(r.requests_day, None);
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests-day", "14000"),
+            ("x-ratelimit-reset-requests-day", "43200.5"),
+            ("x-ratelimit-remaining-tokens-minute", "59000"),
+            ("x-ratelimit-reset-tokens-minute", "30"),
+        ]);
+        let r = budget(ProviderKind::Cerebras, &h, now()).reading;
+        assert_eq!(r.requests_day.map(|s| s.remaining), Some(14000));
+        assert_eq!(r.tokens_minute.map(|s| s.remaining), Some(59000));
+        // No headers: nothing read.
+        assert!(budget(ProviderKind::Groq, &HeaderMap::new(), now())
+            .reading
+            .is_empty());
     }
 
     #[test]

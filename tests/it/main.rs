@@ -8,10 +8,13 @@ mod common;
 mod doctor;
 mod frontends;
 mod hardening;
+mod headroom;
 mod history;
 mod hostile;
 mod keys;
 mod models;
+#[cfg(target_os = "linux")]
+mod notifications;
 mod osaurus;
 mod providers;
 mod proxy;

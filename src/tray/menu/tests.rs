@@ -30,6 +30,8 @@ fn provider(name: &str, priority: u32, state: ProviderStateKind) -> ProviderSnap
         catalog_models: 0,
         offers: Vec::new(),
         oversized_events: 0,
+        headroom: Default::default(),
+        runs_out_at: None,
     }
 }
 
@@ -44,6 +46,7 @@ fn snapshot(providers: Vec<ProviderSnapshot>) -> Snapshot {
         generated_at: "2026-01-01T00:00:00Z".into(),
         waiting: 0,
         state_error: None,
+        headroom: Default::default(),
     }
 }
 
@@ -55,6 +58,8 @@ fn input(snap: Option<&Snapshot>) -> MenuInput<'_> {
         key_providers: &[],
         login: LoginState::Off,
         notice: None,
+        notifications: true,
+        now: Utc::now(),
     }
 }
 
@@ -221,29 +226,137 @@ fn starting_shows_no_providers_and_no_reload() {
 }
 
 #[test]
-fn icon_tells_all_good_some_cooling_or_nothing() {
+fn the_icon_says_all_serving_when_providers_that_are_off_or_keyless_are_all_that_is_missing() {
     let ok = snapshot(vec![
         provider("a", 1, ProviderStateKind::Ready),
         provider("b", 2, ProviderStateKind::Disabled),
         provider("c", 3, ProviderStateKind::NoKey),
     ]);
     assert_eq!(icon_for(Some(&ok), None), IconKind::Ok);
+    let one = snapshot(vec![provider("a", 1, ProviderStateKind::Ready)]);
+    assert_eq!(icon_for(Some(&one), None), IconKind::Ok);
+}
+
+#[test]
+fn the_icon_says_some_are_cooling_while_two_or_more_still_serve() {
     let cooling = snapshot(vec![
         provider("a", 1, ProviderStateKind::Ready),
-        provider("b", 2, ProviderStateKind::CoolingDown),
+        provider("b", 2, ProviderStateKind::Ready),
+        provider("c", 3, ProviderStateKind::CoolingDown),
     ]);
     assert_eq!(icon_for(Some(&cooling), None), IconKind::Cooling);
     let rejected = snapshot(vec![
         provider("a", 1, ProviderStateKind::Ready),
-        provider("b", 2, ProviderStateKind::AuthFailed),
+        provider("b", 2, ProviderStateKind::Ready),
+        provider("c", 3, ProviderStateKind::AuthFailed),
     ]);
     assert_eq!(icon_for(Some(&rejected), None), IconKind::Cooling);
+}
+
+#[test]
+fn the_icon_says_last_provider_standing_when_one_serves_and_others_cannot() {
+    for trouble in [
+        ProviderStateKind::CoolingDown,
+        ProviderStateKind::AuthFailed,
+        ProviderStateKind::ModelRetired,
+    ] {
+        let last = snapshot(vec![
+            provider("a", 1, ProviderStateKind::Ready),
+            provider("b", 2, trouble),
+            provider("c", 3, ProviderStateKind::Disabled),
+        ]);
+        assert_eq!(icon_for(Some(&last), None), IconKind::Last, "{trouble:?}");
+        assert_eq!(build(&input(Some(&last))).icon, IconKind::Last);
+    }
+}
+
+#[test]
+fn the_icon_says_down_when_nothing_can_serve_or_the_port_is_taken() {
     let down = snapshot(vec![
         provider("a", 1, ProviderStateKind::CoolingDown),
         provider("b", 2, ProviderStateKind::Disabled),
     ]);
     assert_eq!(icon_for(Some(&down), None), IconKind::Down);
     assert_eq!(icon_for(Some(&snapshot(Vec::new())), None), IconKind::Down);
+    assert_eq!(icon_for(None, None), IconKind::Down);
+    let ok = snapshot(vec![provider("a", 1, ProviderStateKind::Ready)]);
+    let taken = BindProblem {
+        port: 8000,
+        in_use: true,
+    };
+    assert_eq!(icon_for(Some(&ok), Some(&taken)), IconKind::Down);
+}
+
+fn left_today(left: u64, resets_at: DateTime<Utc>) -> crate::headroom::Headroom {
+    crate::headroom::Headroom {
+        requests_today: Some(crate::headroom::Left {
+            left,
+            resets_at,
+            source: crate::headroom::Source::Provider,
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn provider_rows_say_what_is_left_today_and_the_header_the_pools_total() {
+    let now = Utc::now();
+    let reset = now + chrono::Duration::hours(3);
+    let mut groq = provider("groq", 1, ProviderStateKind::Ready);
+    groq.headroom = left_today(412, reset);
+    let mut gemini = provider("gemini", 2, ProviderStateKind::Ready);
+    gemini.headroom = left_today(1488, reset);
+    gemini.runs_out_at = Some(now + chrono::Duration::hours(1));
+    let mut off = provider("off", 3, ProviderStateKind::Disabled);
+    off.headroom = left_today(5, reset);
+    let plain = provider("mistral", 4, ProviderStateKind::Ready);
+    let mut snap = snapshot(vec![groq, gemini, off, plain]);
+    snap.headroom = crate::headroom::PoolHeadroom {
+        requests_left_today: Some(1900),
+        providers: 2,
+    };
+    let mut i = input(Some(&snap));
+    i.now = now;
+    let dump = build(&i).dump();
+    let lines: Vec<&str> = dump.lines().collect();
+    let at = |t| crate::headroom::clock(t, now);
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("(off) Serving on"))
+        .expect("header");
+    assert_eq!(
+        lines[header + 1],
+        "(off)     ~1,900 requests left today across 2 providers"
+    );
+    let groq_row = lines
+        .iter()
+        .position(|l| *l == "[x] groq — 0 today — ready")
+        .expect("groq row");
+    assert_eq!(
+        lines[groq_row + 1],
+        format!("(off)     412 left today · resets {}", at(reset))
+    );
+    assert!(dump.contains(&format!(
+        "(off)     1,488 left today · resets {} · runs out ~{} at this pace",
+        at(reset),
+        at(now + chrono::Duration::hours(1))
+    )));
+    // A provider that is off, or knows nothing, gets no line.
+    assert!(!dump.contains("5 left today"), "{dump}");
+    let mistral = lines
+        .iter()
+        .position(|l| *l == "[x] mistral — 0 today — ready")
+        .expect("mistral row");
+    assert!(!lines[mistral + 1].contains("left today"));
+}
+
+#[test]
+fn the_notifications_toggle_shows_its_state() {
+    let snap = snapshot(vec![provider("a", 1, ProviderStateKind::Ready)]);
+    let mut i = input(Some(&snap));
+    assert!(build(&i).dump().contains("\n[x] Notifications\n"));
+    i.notifications = false;
+    assert!(build(&i).dump().contains("\n[ ] Notifications\n"));
 }
 
 #[test]
@@ -328,6 +441,7 @@ fn actions_are_all_there_in_order() {
             "Open logs folder",
             "Set API key…",
             "Reset cooldowns",
+            "Notifications",
             "Start at login",
             "",
             "Quit llm-rotator"
@@ -415,6 +529,7 @@ fn click_ids_round_trip() {
         Click::SetKey("gemini".into()),
         Click::ResetCooldowns("groq".into()),
         Click::StartAtLogin,
+        Click::Notifications,
         Click::Quit,
     ] {
         assert_eq!(Click::from_id(&c.id()), Some(c));
