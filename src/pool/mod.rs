@@ -322,8 +322,9 @@ impl KeyState {
         self.cooldown_until.is_some_and(|t| t > now)
     }
 
-    /// What it has left at `now`, from the provider's reading or the configured limits.
-    fn headroom(&self, limits: &Limits, now: DateTime<Utc>) -> Headroom {
+    /// What it has left at `now`, from the provider's reading or the configured limits
+    /// (`day_end`: when the local day ends, see [`headroom::day_bounds`]).
+    fn headroom(&self, limits: &Limits, day_end: DateTime<Utc>, now: DateTime<Utc>) -> Headroom {
         let (reading, at_reading) = match &self.reading {
             Some((r, _, n)) => (Some(r), *n),
             None => (None, 0),
@@ -334,7 +335,7 @@ impl KeyState {
                 requests_at_reading: at_reading,
                 counts: &self.counts,
                 limits,
-                day_end: headroom::day_bounds(now).1,
+                day_end,
             },
             now,
         )
@@ -346,7 +347,8 @@ impl KeyState {
         if *limits == Limits::default() {
             return;
         }
-        let Some((until, daily)) = self.headroom(limits, now).own_limit_reached() else {
+        let day_end = headroom::day_bounds(now).1;
+        let Some((until, daily)) = self.headroom(limits, day_end, now).own_limit_reached() else {
             return;
         };
         if until <= now || self.cooldown_until.is_some_and(|t| t >= until) {

@@ -237,7 +237,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
-    let (day_start, _) = headroom::day_bounds(now);
+    let (day_start, day_end) = headroom::day_bounds(now);
     let providers: Vec<ProviderSnapshot> = inner
         .providers
         .iter()
@@ -246,7 +246,7 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
             let key_headroom: Vec<Headroom> = p
                 .keys
                 .iter()
-                .map(|k| k.headroom(&p.config.limits, now))
+                .map(|k| k.headroom(&p.config.limits, day_end, now))
                 .collect();
             let headroom = headroom::for_provider(
                 p.keys

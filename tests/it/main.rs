@@ -14,6 +14,8 @@ mod hostile;
 mod keys;
 mod models;
 #[cfg(target_os = "linux")]
+mod network;
+#[cfg(target_os = "linux")]
 mod notifications;
 mod osaurus;
 mod providers;
