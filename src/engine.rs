@@ -39,6 +39,8 @@ pub struct Engine {
     pub waiting: Arc<WaitingRoom>,
     /// Recent `/v1/responses` conversations, for `previous_response_id`.
     pub responses: Arc<crate::frontends::http::ResponseStore>,
+    /// Counters, hourly series and recent requests (`/metrics` and the dashboard).
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
     config: Arc<watch::Sender<Arc<Config>>>,
     /// The shared upstream client.
     pub client: reqwest::Client,
@@ -85,6 +87,7 @@ impl Engine {
         Ok(Engine {
             waiting: WaitingRoom::new(pool.clone()),
             responses: Arc::default(),
+            telemetry: Arc::default(),
             pool,
             config: Arc::new(tx),
             client,

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod browser;
 pub mod catalog;
 pub mod cli;
 pub mod config;
@@ -21,6 +22,8 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod strict;
+pub mod telemetry;
 pub mod tray;
+pub mod ui;
 pub mod upstream;
 pub mod watcher;

@@ -58,6 +58,13 @@ pub fn router(engine: Engine) -> Router {
         .route("/health", get(admin::health))
         .route("/status", get(admin::status))
         .route("/stats", get(admin::stats))
+        .route("/metrics", get(admin::metrics))
+        .route("/ui", get(crate::ui::page))
+        .route("/ui/", get(crate::ui::page))
+        .route("/ui/app.js", get(crate::ui::script))
+        .route("/ui/style.css", get(crate::ui::style))
+        .route("/ui/api/state", get(crate::ui::api_state))
+        .route("/ui/api/series", get(crate::ui::api_series))
         .route("/catalog", get(admin::catalog))
         .route("/catalog/refresh", post(admin::refresh_catalog))
         .route("/providers/{name}/enable", post(admin::enable))
@@ -206,7 +213,7 @@ async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Respon
     let config = engine.config();
     let server = &config.server;
     // Fails closed: a Host the guard cannot read is refused like a foreign one.
-    match request_host(&req) {
+    let own_origin = match request_host(&req) {
         Err(why) => return forbidden(format!("{why}; the request is refused")),
         Ok(host) if !host_allowed(host.name, server) => {
             return forbidden(format!(
@@ -214,13 +221,16 @@ async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Respon
                 host.name.to_ascii_lowercase()
             ));
         }
-        Ok(_) => {}
-    }
+        Ok(host) => origin_of(host),
+    };
     let headers = req.headers();
     let origin = headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
-        .map(|o| o.trim_end_matches('/').to_ascii_lowercase());
+        .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+        // The dashboard's own requests (its switches): the page was served by this very
+        // agent under a Host that passed the check above, so its origin is no stranger.
+        .filter(|o| *o != own_origin);
     if let Some(origin) = &origin {
         if !server.allowed_origins.iter().any(|o| o == origin) {
             return forbidden(format!(
@@ -234,7 +244,11 @@ async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Respon
         }
     }
     if let Some(token) = &server.auth_token {
-        if req.uri().path() != "/health" {
+        // The dashboard's page and assets hold no data; the page asks for the token and
+        // sends it with every call that does.
+        let public =
+            req.uri().path() == "/health" || crate::ui::PUBLIC_PATHS.contains(&req.uri().path());
+        if !public {
             // Anthropic clients (Claude Code) send the key as x-api-key.
             let given = headers
                 .get(header::AUTHORIZATION)
@@ -265,6 +279,17 @@ async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Respon
         cors(resp.headers_mut(), origin);
     }
     resp
+}
+
+/// The browser origin of pages this agent serves under `host`: `http://host[:port]`, in
+/// lower case as the guard compares origins.
+fn origin_of(host: HostPort<'_>) -> String {
+    let mut o = format!("http://{}", host.name.to_ascii_lowercase());
+    if let Some(port) = host.port.filter(|p| !p.is_empty()) {
+        o.push(':');
+        o.push_str(port);
+    }
+    o
 }
 
 fn cors(h: &mut HeaderMap, origin: &str) {

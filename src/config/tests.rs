@@ -255,3 +255,10 @@ fn a_config_file_that_is_not_a_regular_file_or_too_large_is_refused_with_why() {
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+#[test]
+fn metrics_are_served_unless_the_config_turns_them_off() {
+    assert!(Config::parse(MINIMAL, None).expect("parses").server.metrics);
+    let off = Config::parse("[server]\nmetrics = false\n", None).expect("parses");
+    assert!(!off.server.metrics);
+}

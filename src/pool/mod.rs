@@ -51,6 +51,9 @@ pub struct Attempt {
     pub key: Option<ApiKey>,
     /// Stable id of the key slot, to report the outcome against.
     pub key_id: u64,
+    /// The key's position among its provider's keys (0 = first): what metrics name a key
+    /// by, never any part of the key itself.
+    pub key_index: usize,
     /// Label of the key (origin and fingerprint) for logs and errors.
     pub key_label: String,
     /// The model id to send upstream.
@@ -585,6 +588,7 @@ impl Pool {
             provider: Arc::clone(&p.config),
             key: k.key.clone(),
             key_id: k.id,
+            key_index: ki,
             key_label: k.label.clone(),
             model,
             mask: Arc::clone(&k.mask),

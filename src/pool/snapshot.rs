@@ -53,6 +53,10 @@ pub struct KeySnapshot {
     pub cooldown_remaining_secs: u64,
     /// Why it cools down.
     pub cooldown_reason: Option<String>,
+    /// Tokens left in the provider's current token window, from the last answer's
+    /// rate-limit headers, while that window lasts (`None`: not known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_left: Option<u64>,
 }
 
 /// One provider in `/status`.
@@ -254,6 +258,10 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
                                 .filter(|_| cooling)
                                 .map_or(0, |t| secs_until(t, now)),
                             cooldown_reason: k.cooldown_reason.clone().filter(|_| cooling),
+                            tokens_left: k
+                                .token_budget
+                                .filter(|(_, reset)| *reset > now)
+                                .map(|(left, _)| left),
                         }
                     })
                     .collect()

@@ -64,6 +64,7 @@ pub async fn chat_completions(
         &rotate::Http(&engine.client),
         &chat,
         crate::upstream::Endpoint::Chat,
+        crate::telemetry::ApiRoute::ChatCompletions,
     )
     .await?;
     Ok(chat_response(answer))
@@ -85,6 +86,7 @@ pub async fn completions(State(engine): State<Engine>, body: Body) -> Result<Res
         &rotate::Http(&engine.client),
         &chat,
         crate::upstream::Endpoint::Chat,
+        crate::telemetry::ApiRoute::Completions,
         Some(&native),
     )
     .await?;
@@ -157,6 +159,7 @@ pub async fn embeddings(State(engine): State<Engine>, body: Body) -> Result<Resp
         &rotate::Http(&engine.client),
         &req,
         crate::upstream::Endpoint::Embeddings,
+        crate::telemetry::ApiRoute::Embeddings,
     )
     .await?;
     Ok(chat_response(answer))

@@ -26,6 +26,7 @@ use super::rotate::AnswerBody;
 use super::sse::Framer;
 use crate::engine::Engine;
 use crate::pool::{Attempt, Outcome};
+use crate::telemetry::{Reason, Tally};
 use crate::upstream;
 
 type Upstream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
@@ -35,6 +36,7 @@ type Upstream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Se
 pub(super) async fn relay(
     engine: &Engine,
     attempt: &Attempt,
+    tally: Tally,
     resp: reqwest::Response,
     wait: Duration,
     idle: Duration,
@@ -85,6 +87,9 @@ pub(super) async fn relay(
             Some(c) => {
                 if let Err(e) = framer.push(c, &mut events) {
                     engine.pool.count_oversized(attempt);
+                    engine
+                        .telemetry
+                        .cooldown(&attempt.provider.name, Reason::OversizedEvent);
                     return Err(transient(e.to_string()));
                 }
             }
@@ -144,6 +149,7 @@ pub(super) async fn relay(
         idle,
         engine: engine.clone(),
         attempt: attempt.clone(),
+        tally,
         usage_for,
         tokens: first_tokens,
         closed: false,
@@ -173,6 +179,8 @@ struct RelayState {
     engine: Engine,
     /// Who is answering: for tokens, errors, and the mask every event goes through.
     attempt: Attempt,
+    /// Which request, for its tokens in the telemetry.
+    tally: Tally,
     /// When the client asked for usage: the prompt estimate for a usage chunk the
     /// provider leaves out.
     usage_for: Option<u64>,
@@ -250,6 +258,9 @@ impl RelayState {
                 if let Err(e) = framed {
                     tracing::warn!(provider = %self.attempt.provider.name, "{e}; the stream was ended");
                     self.engine.pool.count_oversized(&self.attempt);
+                    self.engine
+                        .telemetry
+                        .cooldown(&self.attempt.provider.name, Reason::OversizedEvent);
                     self.fail(format!("{e}; the stream was ended"), "upstream_error");
                 }
             }
@@ -308,6 +319,9 @@ impl Drop for RelayState {
     fn drop(&mut self) {
         if let Some(t) = self.tokens.take() {
             self.engine.pool.add_tokens(&self.attempt.provider.name, t);
+            self.engine
+                .telemetry
+                .stream_tokens(self.tally, &self.attempt, t, Utc::now());
         }
     }
 }
