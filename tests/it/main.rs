@@ -5,6 +5,7 @@
 mod background_agent;
 mod cli;
 mod common;
+mod dashboard;
 mod doctor;
 mod frontends;
 mod hardening;
