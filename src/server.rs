@@ -213,7 +213,7 @@ async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Respon
     let config = engine.config();
     let server = &config.server;
     // Fails closed: a Host the guard cannot read is refused like a foreign one.
-    let own_origin = match request_host(&req) {
+    let host = match request_host(&req) {
         Err(why) => return forbidden(format!("{why}; the request is refused")),
         Ok(host) if !host_allowed(host.name, server) => {
             return forbidden(format!(
@@ -221,7 +221,7 @@ async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Respon
                 host.name.to_ascii_lowercase()
             ));
         }
-        Ok(host) => origin_of(host),
+        Ok(host) => host,
     };
     let headers = req.headers();
     let origin = headers
@@ -230,7 +230,7 @@ async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Respon
         .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
         // The dashboard's own requests (its switches): the page was served by this very
         // agent under a Host that passed the check above, so its origin is no stranger.
-        .filter(|o| *o != own_origin);
+        .filter(|o| !is_own_origin(o, host));
     if let Some(origin) = &origin {
         if !server.allowed_origins.iter().any(|o| o == origin) {
             return forbidden(format!(
@@ -281,15 +281,13 @@ async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Respon
     resp
 }
 
-/// The browser origin of pages this agent serves under `host`: `http://host[:port]`, in
-/// lower case as the guard compares origins.
-fn origin_of(host: HostPort<'_>) -> String {
-    let mut o = format!("http://{}", host.name.to_ascii_lowercase());
-    if let Some(port) = host.port.filter(|p| !p.is_empty()) {
-        o.push(':');
-        o.push_str(port);
-    }
-    o
+/// Whether `origin` is that of pages this agent serves under `host`: `http://` and the
+/// same host and port.
+fn is_own_origin(origin: &str, host: HostPort<'_>) -> bool {
+    origin
+        .strip_prefix("http://")
+        .and_then(parse_host)
+        .is_some_and(|o| o.same_as(&host))
 }
 
 fn cors(h: &mut HeaderMap, origin: &str) {
@@ -584,6 +582,25 @@ mod tests {
         let v6 = parse("[server]\nhost = \"fd00::5\"\nauth_token = \"0123456789abcdef0123\"\n");
         assert!(host_allowed("[fd00::5]", &v6));
         assert!(!host_allowed("[fd00::6]", &v6));
+    }
+
+    #[test]
+    fn only_http_with_the_same_host_and_port_is_the_agents_own_origin() {
+        let host = HostPort {
+            name: "127.0.0.1",
+            port: Some("8000"),
+        };
+        assert!(is_own_origin("http://127.0.0.1:8000", host));
+        for other in [
+            "https://127.0.0.1:8000",
+            "http://127.0.0.1:8001",
+            "http://127.0.0.1",
+            "http://localhost:8000",
+            "http://127.0.0.1:8000.evil.com",
+            "null",
+        ] {
+            assert!(!is_own_origin(other, host), "{other}");
+        }
     }
 
     #[test]

@@ -122,10 +122,26 @@ pub struct Metrics {
     token_sets: AtomicUsize,
 }
 
-/// Whether a label set not seen before may be created: past [`MAX_LABEL_SETS`] new ones
-/// are folded into `model="other"`.
-fn room_for_new(seen: bool, count: &AtomicUsize) -> bool {
-    seen || count.fetch_add(1, Ordering::Relaxed) < MAX_LABEL_SETS
+/// Adds `by` to the counter of `labels`: one lookup under a read lock when the label set
+/// is known (the usual case); a new one is created while fewer than [`MAX_LABEL_SETS`]
+/// were, else counted under `model="other"` (`fold` makes that label set).
+fn count_bounded<S: Clone + std::hash::Hash + Eq>(
+    family: &Family<S, Counter>,
+    labels: S,
+    by: u64,
+    created: &AtomicUsize,
+    fold: impl FnOnce(S) -> S,
+) {
+    if let Some(c) = family.get(&labels) {
+        c.inc_by(by);
+        return;
+    }
+    let labels = if created.fetch_add(1, Ordering::Relaxed) < MAX_LABEL_SETS {
+        labels
+    } else {
+        fold(labels)
+    };
+    family.get_or_create(&labels).inc_by(by);
 }
 
 impl Metrics {
@@ -201,19 +217,21 @@ impl Metrics {
         outcome: &'static str,
         latency: Duration,
     ) {
-        let mut labels = RequestLabels {
+        let labels = RequestLabels {
             provider: provider.to_string(),
             model: model.to_string(),
             route: route.as_str(),
             outcome,
         };
-        if !room_for_new(self.requests.get(&labels).is_some(), &self.request_sets) {
-            labels.model = "other".into();
-        }
-        self.requests.get_or_create(&labels).inc();
+        count_bounded(&self.requests, labels, 1, &self.request_sets, |l| {
+            RequestLabels {
+                model: "other".into(),
+                ..l
+            }
+        });
         let latency_labels = LatencyLabels {
-            provider: labels.provider,
-            route: labels.route,
+            provider: provider.to_string(),
+            route: route.as_str(),
         };
         self.latency
             .get_or_create(&latency_labels)
@@ -222,26 +240,28 @@ impl Metrics {
 
     /// Tokens used by a request.
     pub fn tokens(&self, provider: &str, model: &str, route: ApiRoute, tokens: u64) {
-        let mut labels = TokenLabels {
+        let labels = TokenLabels {
             provider: provider.to_string(),
             model: model.to_string(),
             route: route.as_str(),
         };
-        if !room_for_new(self.tokens.get(&labels).is_some(), &self.token_sets) {
-            labels.model = "other".into();
-        }
-        self.tokens.get_or_create(&labels).inc_by(tokens);
+        count_bounded(&self.tokens, labels, tokens, &self.token_sets, |l| {
+            TokenLabels {
+                model: "other".into(),
+                ..l
+            }
+        });
     }
 
     /// One attempt and its outcome.
     pub fn attempt(&self, attempt: &Attempt, outcome: &'static str) {
-        self.attempts
-            .get_or_create(&AttemptLabels {
-                provider: attempt.provider.name.clone(),
-                key: attempt.key_index,
-                outcome,
-            })
-            .inc();
+        let labels = AttemptLabels {
+            provider: attempt.provider.name.clone(),
+            key: attempt.key_index,
+            outcome,
+        };
+        // Providers and their keys are few: no bound needed.
+        self.attempts.get_or_create(&labels).inc();
     }
 
     /// A rotation.

@@ -584,3 +584,25 @@ async fn the_dashboard_asks_for_the_token_in_the_browser_and_then_shows_the_prov
     assert!(stdout.contains("dashboard token: ok"), "{stdout}");
     proxy.stop().await;
 }
+
+#[test]
+fn llm_rotator_ui_prints_the_dashboard_url_of_the_configured_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "[server]\nport = 8123\n").expect("write");
+    let cfg = cfg.to_str().expect("utf-8 path");
+    let (code, out, err) = cli(&["ui", "--no-open", "--config", cfg], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().next(),
+        Some("http://127.0.0.1:8123/ui"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["ui", "--no-open", "--port", "9001", "--config", cfg], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().next(),
+        Some("http://127.0.0.1:9001/ui"),
+        "{out}"
+    );
+}
