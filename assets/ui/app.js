@@ -349,9 +349,8 @@
       let d = "";
       let pen = false;
       l.values.forEach((v, i) => {
+        // An hour without an answer has no latency: the line breaks there.
         if (v === null) { pen = false; return; }
-        const usable = def.sum || v !== null;
-        if (!usable) return;
         d += (pen ? " L" : " M") + x(i).toFixed(1) + " " + y(v).toFixed(1);
         pen = true;
       });
