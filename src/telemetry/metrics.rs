@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 
 use super::{ApiRoute, Reason};
 use crate::pool::{Attempt, ProviderStateKind, Snapshot};
+use crate::proxy::rotate::echo;
 
 /// The `Content-Type` of what [`Metrics::render`] returns.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -133,7 +134,7 @@ fn count_bounded<S: Clone + std::hash::Hash + Eq>(
     fold: impl FnOnce(S) -> S,
 ) {
     if let Some(c) = family.get(&labels) {
-        c.inc_by(by);
+        saturating_inc(&c, by);
         return;
     }
     let labels = if created.fetch_add(1, Ordering::Relaxed) < MAX_LABEL_SETS {
@@ -141,7 +142,13 @@ fn count_bounded<S: Clone + std::hash::Hash + Eq>(
     } else {
         fold(labels)
     };
-    family.get_or_create(&labels).inc_by(by);
+    saturating_inc(&family.get_or_create(&labels), by);
+}
+
+/// Adds `by`, stopping at `u64::MAX` instead of wrapping (a provider reporting absurd
+/// token counts cannot make a counter go down).
+fn saturating_inc(c: &Counter, by: u64) {
+    c.inc_by(by.min(u64::MAX - c.get()));
 }
 
 impl Metrics {
@@ -219,7 +226,7 @@ impl Metrics {
     ) {
         let labels = RequestLabels {
             provider: provider.to_string(),
-            model: model.to_string(),
+            model: echo(model).to_string(),
             route: route.as_str(),
             outcome,
         };
@@ -242,7 +249,7 @@ impl Metrics {
     pub fn tokens(&self, provider: &str, model: &str, route: ApiRoute, tokens: u64) {
         let labels = TokenLabels {
             provider: provider.to_string(),
-            model: model.to_string(),
+            model: echo(model).to_string(),
             route: route.as_str(),
         };
         count_bounded(&self.tokens, labels, tokens, &self.token_sets, |l| {
@@ -424,6 +431,22 @@ mod tests {
         assert!(text.contains("llm_rotator_waiting_requests 3\n"), "{text}");
         // Families with nothing counted yet are left out.
         assert!(!text.contains("llm_rotator_requests_total"), "{text}");
+    }
+
+    #[test]
+    fn absurd_token_counts_saturate_and_huge_model_names_are_cut() {
+        let m = Metrics::new();
+        let huge = "m".repeat(100_000);
+        for _ in 0..2 {
+            m.tokens("p", &huge, ApiRoute::ChatCompletions, u64::MAX);
+        }
+        let labels = TokenLabels {
+            provider: "p".into(),
+            model: echo(&huge).to_string(),
+            route: "chat_completions",
+        };
+        assert_eq!(m.tokens.get(&labels).map(|c| c.get()), Some(u64::MAX));
+        assert!(labels.model.len() <= 200);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::pool::{Attempt, Outcome, Snapshot};
+use crate::proxy::rotate::echo;
 
 /// The client-facing API a request came in on (the `route` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -212,7 +213,7 @@ impl Telemetry {
         if matches!(outcome, Outcome::RateLimited { .. }) {
             lock(&self.series)
                 .bucket(&attempt.provider.name, now)
-                .rate_limited += 1;
+                .rate_limited();
         }
     }
 
@@ -241,19 +242,17 @@ impl Telemetry {
             self.metrics.tokens(provider, model, a.tally.route, t);
         }
         if a.answered_by.is_some() {
-            let mut series = lock(&self.series);
-            let b = series.bucket(provider, now);
-            b.requests += 1;
-            b.tokens += a.tokens.unwrap_or(0);
-            b.latency_ms_sum += u64::try_from(a.latency.as_millis()).unwrap_or(u64::MAX);
-            b.latency_count += 1;
+            let latency_ms = u64::try_from(a.latency.as_millis()).unwrap_or(u64::MAX);
+            lock(&self.series)
+                .bucket(provider, now)
+                .answered(a.tokens.unwrap_or(0), latency_ms);
         }
         lock(&self.recent).push(recent::RecentRequest {
             id: a.tally.id,
             at: now,
             route: a.tally.route.as_str(),
             model: a.model.to_string(),
-            answered_by: a.answered_by.map(|(_, m)| m.to_string()),
+            answered_by: a.answered_by.map(|(_, m)| echo(m).to_string()),
             providers: a.tried.to_vec(),
             status: a.status,
             latency_ms: u64::try_from(a.latency.as_millis()).unwrap_or(u64::MAX),
@@ -268,7 +267,7 @@ impl Telemetry {
             .tokens(&attempt.provider.name, &attempt.model, tally.route, tokens);
         lock(&self.series)
             .bucket(&attempt.provider.name, now)
-            .tokens += tokens;
+            .add_tokens(tokens);
         lock(&self.recent).set_tokens(tally.id, tokens);
     }
 

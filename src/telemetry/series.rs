@@ -28,6 +28,27 @@ pub struct Bucket {
     pub latency_count: u64,
 }
 
+impl Bucket {
+    /// One answered request. Counts saturate: a provider reporting absurd token counts
+    /// cannot wrap them.
+    pub fn answered(&mut self, tokens: u64, latency_ms: u64) {
+        self.requests = self.requests.saturating_add(1);
+        self.add_tokens(tokens);
+        self.latency_ms_sum = self.latency_ms_sum.saturating_add(latency_ms);
+        self.latency_count = self.latency_count.saturating_add(1);
+    }
+
+    /// Tokens counted after the answer (a stream's, when it ends).
+    pub fn add_tokens(&mut self, tokens: u64) {
+        self.tokens = self.tokens.saturating_add(tokens);
+    }
+
+    /// One 429.
+    pub fn rate_limited(&mut self) {
+        self.rate_limited = self.rate_limited.saturating_add(1);
+    }
+}
+
 #[derive(Debug)]
 struct Hour {
     /// Unix seconds at the start of the hour.
@@ -217,6 +238,15 @@ mod tests {
         }
         let v = s.view(2, at(1, 0));
         assert_eq!(v.providers[0].latency_ms, [Some(200), None]);
+    }
+
+    #[test]
+    fn absurd_token_counts_saturate_instead_of_wrapping() {
+        let mut s = Series::default();
+        s.bucket("groq", at(0, 0)).answered(u64::MAX, 1);
+        s.bucket("groq", at(0, 0)).answered(u64::MAX, 1);
+        s.bucket("groq", at(0, 0)).add_tokens(5);
+        assert_eq!(s.view(1, at(0, 0)).providers[0].tokens, [u64::MAX]);
     }
 
     #[test]
