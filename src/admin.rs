@@ -1,9 +1,9 @@
-//! Admin routes: `/health`, `/status`, `/stats`, `/metrics`, provider toggles, config and
-//! key reloads.
+//! Admin routes: `/health`, `/status`, `/stats`, `/stats/history`, `/metrics`, provider
+//! toggles and resets, config and key reloads.
 //! They read pool snapshots and send commands through the [`Engine`]; they never change
 //! state themselves.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,6 +11,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::engine::{Engine, EngineError};
+use crate::history;
 use crate::proxy::error::ApiError;
 
 /// `GET /health`.
@@ -94,17 +95,95 @@ pub async fn stats(State(engine): State<Engine>) -> Response {
     Json(json!({ "providers": providers })).into_response()
 }
 
+fn unknown_provider(name: &str) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "unknown_provider",
+        format!("no provider named {name:?} is configured"),
+    )
+    .into_response()
+}
+
 fn toggle(engine: &Engine, name: &str, enabled: bool) -> Response {
     if engine.set_enabled(name, enabled) {
         Json(json!({ "name": name, "enabled": enabled })).into_response()
     } else {
-        ApiError::new(
+        unknown_provider(name)
+    }
+}
+
+/// `POST /providers/{name}/reset`: ends the provider's cooldowns and benches; answers
+/// its fresh status (as in `/status`).
+pub async fn reset(State(engine): State<Engine>, Path(name): Path<String>) -> Response {
+    match engine.reset_provider(&name) {
+        Some(snap) => Json(snap).into_response(),
+        None => unknown_provider(&name),
+    }
+}
+
+/// The query of `GET /stats/history`, as sent (validated by [`history::report::Query`]).
+#[derive(Debug, serde::Deserialize)]
+pub struct HistoryParams {
+    days: Option<String>,
+    provider: Option<String>,
+}
+
+/// `GET /stats/history?days=N&provider=P`: the usage history per provider and day (see
+/// [`history::report`]); `llm-rotator stats` reads it here while the agent runs, since
+/// only one process may open the database.
+pub async fn history(
+    State(engine): State<Engine>,
+    Query(params): Query<HistoryParams>,
+) -> Response {
+    let query =
+        match history::report::Query::parse(params.days.as_deref(), params.provider.as_deref()) {
+            Ok(q) => q,
+            Err(e) => {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "invalid_days",
+                    e.to_string(),
+                )
+                .into_response()
+            }
+        };
+    let configured: Vec<String> = engine
+        .pool
+        .snapshot(Utc::now())
+        .by_priority()
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    let h = engine.history.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        history::report::answer(&query, &configured, Utc::now(), |from| h.rows_since(from))
+    })
+    .await;
+    match answer {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(history::report::AnswerError::Query(e))) => ApiError::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             "unknown_provider",
-            format!("no provider named {name:?} is configured"),
+            e.to_string(),
         )
-        .into_response()
+        .into_response(),
+        Ok(Err(history::report::AnswerError::History(e))) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "history_unavailable",
+            crate::logging::error_chain(&e),
+        )
+        .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "history_failed",
+            e.to_string(),
+        )
+        .into_response(),
     }
 }
 

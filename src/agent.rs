@@ -282,6 +282,16 @@ async fn serve_async(
         }
     };
     let state = crate::state::start(&engine, &paths.data_dir).await;
+    // Only an agent that serves keeps history: a second copy that could not bind its
+    // port leaves the first one's database alone.
+    let history = match &listener {
+        Some(_) => Some(crate::history::writer::start(
+            &engine.history,
+            &paths.data_dir,
+        )),
+        None => None,
+    };
+    let wake = crate::wake::start(&engine);
     let watcher = crate::watcher::start(&engine);
     // In the background: the first request never waits for a provider's model list.
     let catalogs = crate::catalog::start(&engine, &paths.data_dir);
@@ -311,6 +321,12 @@ async fn serve_async(
         }
     };
     reload_task.abort();
+    wake.abort();
+    if let Some(history) = history {
+        if let Err(e) = tokio::task::spawn_blocking(move || history.stop()).await {
+            tracing::error!("usage history writer failed to stop: {e}");
+        }
+    }
     watcher.stop().await;
     catalogs.stop().await;
     state.shutdown().await;

@@ -72,6 +72,34 @@ pub enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Show the usage history: per provider and day, requests, tokens, 429s, failures,
+    /// rotations and latency, with a sparkline of daily requests. Asks the running agent;
+    /// with none running, reads the history file itself.
+    Stats {
+        /// Days back, today included (1 to 90).
+        #[arg(long, default_value_t = crate::history::report::DEFAULT_DAYS)]
+        days: u32,
+        /// Only this provider.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Print machine-readable rows (JSON) instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Port of the running instance (when it was started with `--port`).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// End a provider's cooldowns and benches now (as the menu's "Reset cooldowns").
+    Reset {
+        /// The provider.
+        provider: String,
+        /// Print the provider's fresh status as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Port of the running instance (when it was started with `--port`).
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Test the connection an app such as Osaurus uses: GET /v1/models, one tiny chat
     /// and one tiny stream through the running instance, each decoded strictly.
     Doctor {
@@ -139,6 +167,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Status { json, port }) => status(&opts(*port), *json),
         Some(Command::Doctor { port }) => crate::doctor::run(&opts(*port)),
         Some(Command::Ui { no_open, port }) => ui(&opts(*port), *no_open),
+        Some(Command::Stats {
+            days,
+            provider,
+            json,
+            port,
+        }) => stats(&opts(*port), *days, provider.as_deref(), *json),
+        Some(Command::Reset {
+            provider,
+            json,
+            port,
+        }) => reset(&opts(*port), provider, *json),
         Some(Command::Models {
             provider,
             refresh,
@@ -326,6 +365,105 @@ fn models(
             crate::catalog::models_text(&list, chrono::Utc::now(), all)
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `text` made safe for a URL path segment or query value.
+fn url_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The `error.message` of an OpenAI-style error body, or the body itself.
+fn error_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.to_string())
+}
+
+fn stats(opts: &ServeOptions, days: u32, provider: Option<&str>, json: bool) -> Result<ExitCode> {
+    use crate::history::{self, report};
+    let query = report::Query::parse(Some(&days.to_string()), provider)?;
+    let config = instance_config(opts)?;
+    let mut path = format!("/stats/history?days={}", query.days);
+    if let Some(p) = &query.provider {
+        path.push_str(&format!("&provider={}", url_encode(p)));
+    }
+    let report = match admin_call(&config, reqwest::Method::GET, &path)? {
+        Some((200, body)) => serde_json::from_str::<report::Report>(&body).with_context(|| {
+            format!(
+                "unexpected answer from GET /stats/history on {}",
+                config.admin_url()
+            )
+        })?,
+        Some((code, body)) => anyhow::bail!(
+            "the instance on {} answered HTTP {code}: {}",
+            config.admin_url(),
+            error_message(&body)
+        ),
+        None => {
+            // No agent: the file is free to open.
+            let paths = agent::resolve_paths(opts)?;
+            let file = history::file(&paths.data_dir);
+            let mut providers: Vec<_> = config.providers.iter().collect();
+            providers.sort_by_key(|p| p.priority);
+            let configured: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
+            let now = chrono::Utc::now();
+            match history::Store::open_existing(&file) {
+                Ok(store) => {
+                    report::answer(&query, &configured, now, |from| store.rows_since(from))?
+                }
+                Err(history::HistoryError::Missing { .. }) => {
+                    eprintln!("no usage history yet ({} does not exist)", file.display());
+                    report::answer(&query, &configured, now, |_| Ok(Vec::new()))?
+                }
+                Err(e @ history::HistoryError::InUse { .. }) => anyhow::bail!(
+                    "{e}, but nothing answers on {} (pass --port of the running agent)",
+                    config.admin_url()
+                ),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report::text(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reset(opts: &ServeOptions, provider: &str, json: bool) -> Result<ExitCode> {
+    let config = instance_config(opts)?;
+    let path = format!("/providers/{}/reset", url_encode(provider));
+    let Some((code, body)) = admin_call(&config, reqwest::Method::POST, &path)? else {
+        anyhow::bail!(
+            "llm-rotator is not running on {} (start it with `llm-rotator serve`)",
+            config.admin_url()
+        );
+    };
+    if code != 200 {
+        anyhow::bail!("{}", error_message(&body));
+    }
+    if json {
+        println!("{body}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let p: crate::pool::ProviderSnapshot =
+        serde_json::from_str(&body).context("unexpected answer from the reset route")?;
+    println!(
+        "{}: cooldowns reset; now {}",
+        p.name,
+        crate::tray::menu::state_text(&p)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -41,6 +41,8 @@ pub struct Engine {
     pub responses: Arc<crate::frontends::http::ResponseStore>,
     /// Counters, hourly series and recent requests (`/metrics` and the dashboard).
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// Usage history: counts per hour, provider, key and model (see [`crate::history`]).
+    pub history: crate::history::History,
     config: Arc<watch::Sender<Arc<Config>>>,
     /// The shared upstream client.
     pub client: reqwest::Client,
@@ -88,6 +90,7 @@ impl Engine {
             waiting: WaitingRoom::new(pool.clone()),
             responses: Arc::default(),
             telemetry: Arc::default(),
+            history: crate::history::History::new(),
             pool,
             config: Arc::new(tx),
             client,
@@ -127,6 +130,16 @@ impl Engine {
             tracing::info!(provider = name, enabled, "provider toggled");
         }
         ok
+    }
+
+    /// Ends a provider's cooldowns and benches by hand; its fresh snapshot, or `None` for
+    /// an unknown name.
+    pub fn reset_provider(&self, name: &str) -> Option<crate::pool::ProviderSnapshot> {
+        let snap = self.pool.reset(name, Utc::now());
+        if snap.is_some() {
+            tracing::info!(provider = name, "cooldowns reset by hand");
+        }
+        snap
     }
 
     /// Re-reads the config file and the keys, validates, then swaps in one step. On error

@@ -242,6 +242,26 @@ fn sync_dir(dir: &Path) {
     let _ = dir;
 }
 
+/// Renames a bad file `path` to `<name>.corrupt-<UTC time>` (with a counter if that
+/// exists) beside it, so the agent can start fresh and the user can still look at it.
+pub fn move_aside(
+    path: &Path,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<PathBuf, std::io::Error> {
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    let stamp = now.format("%Y%m%dT%H%M%SZ");
+    let mut aside = path.with_file_name(format!("{name}.corrupt-{stamp}"));
+    let mut n = 1;
+    while aside.exists() {
+        aside = path.with_file_name(format!("{name}.corrupt-{stamp}-{n}"));
+        n += 1;
+    }
+    std::fs::rename(path, &aside)?;
+    Ok(aside)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -389,7 +389,7 @@ fn load(path: &Path) -> Loaded {
             reason: crate::files::Refusal::TimedOut(_),
             ..
         } => Err(std::io::Error::other("the file system is not answering")),
-        _ => move_aside(path, Utc::now()),
+        _ => crate::files::move_aside(path, Utc::now()),
     };
     Loaded::Bad { error, moved_to }
 }
@@ -403,22 +403,6 @@ fn parse(bytes: &[u8]) -> Result<StateFile, String> {
         ));
     }
     Ok(file)
-}
-
-/// Renames `path` to `<name>.corrupt-<UTC time>` (with a counter if that exists).
-fn move_aside(path: &Path, now: DateTime<Utc>) -> Result<PathBuf, std::io::Error> {
-    let name = path
-        .file_name()
-        .map_or_else(|| STATE_FILE.into(), |n| n.to_string_lossy().into_owned());
-    let stamp = now.format("%Y%m%dT%H%M%SZ");
-    let mut aside = path.with_file_name(format!("{name}.corrupt-{stamp}"));
-    let mut n = 1;
-    while aside.exists() {
-        aside = path.with_file_name(format!("{name}.corrupt-{stamp}-{n}"));
-        n += 1;
-    }
-    std::fs::rename(path, &aside)?;
-    Ok(aside)
 }
 
 /// Replaces `path` with `bytes` atomically (see [`crate::files::write_atomic`]).
@@ -441,6 +425,7 @@ mod tests {
             KeyRecord {
                 cooldown_until: Some(Utc::now() + chrono::Duration::hours(1)),
                 cooldown_reason: Some("429".into()),
+                hold: Some(crate::pool::Hold::RateLimit),
                 auth_failed: true,
                 request_count: 4,
                 out_of_tier: BTreeMap::new(),

@@ -51,9 +51,9 @@ pub struct Attempt {
     pub key: Option<ApiKey>,
     /// Stable id of the key slot, to report the outcome against.
     pub key_id: u64,
-    /// The key's position among its provider's keys (0 = first): what metrics name a key
-    /// by, never any part of the key itself.
-    pub key_index: usize,
+    /// The key's place in the provider's key list (0 for keyless providers): how the
+    /// usage history tells keys apart without storing any part of them.
+    pub key_index: u32,
     /// Label of the key (origin and fingerprint) for logs and errors.
     pub key_label: String,
     /// The model id to send upstream.
@@ -173,6 +173,30 @@ pub enum Unavailable {
     },
 }
 
+/// What kind of pause a key's cooldown is: decides what a wake from sleep clears and
+/// what it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hold {
+    /// A 429 with the provider's own wait (Retry-After or a reset header): kept.
+    RateLimit,
+    /// A 429 without a hint: our own growing guess, cleared on wake.
+    RateLimitGuess,
+    /// 5xx, timeouts, connection errors, broken streams: cleared on wake.
+    Transient,
+    /// A billing problem (402): kept.
+    Payment,
+    /// A spent quota or allowance with a known refill time (daily benches): kept.
+    Bench,
+}
+
+impl Hold {
+    /// Whether a wake from sleep clears it: the pause was ours, not the provider's.
+    pub fn cleared_on_wake(self) -> bool {
+        matches!(self, Hold::Transient | Hold::RateLimitGuess)
+    }
+}
+
 /// Persisted, per key.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct KeyRecord {
@@ -180,6 +204,9 @@ pub struct KeyRecord {
     pub cooldown_until: Option<DateTime<Utc>>,
     /// Why it cools down.
     pub cooldown_reason: Option<String>,
+    /// What kind of cooldown it is (absent in files of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
     /// Rejected by the provider.
     pub auth_failed: bool,
     /// Requests today on this key.
@@ -249,6 +276,8 @@ struct KeyState {
     label: String,
     cooldown_until: Option<DateTime<Utc>>,
     cooldown_reason: Option<String>,
+    /// What kind of cooldown `cooldown_until` is.
+    hold: Option<Hold>,
     consecutive_429: u32,
     auth_failed: bool,
     request_count: u64,
@@ -260,6 +289,22 @@ struct KeyState {
 }
 
 impl KeyState {
+    /// Ends its cooldown or bench (not a rejection).
+    fn clear_cooldown(&mut self) {
+        self.cooldown_until = None;
+        self.cooldown_reason = None;
+        self.hold = None;
+        self.consecutive_429 = 0;
+        self.token_budget = None;
+    }
+
+    /// Starts a cooldown of kind `hold` until `until`.
+    fn hold(&mut self, hold: Hold, until: DateTime<Utc>, reason: String) {
+        self.cooldown_until = Some(until);
+        self.cooldown_reason = Some(reason);
+        self.hold = Some(hold);
+    }
+
     fn cooling(&self, now: DateTime<Utc>) -> bool {
         self.cooldown_until.is_some_and(|t| t > now)
     }
@@ -588,7 +633,7 @@ impl Pool {
             provider: Arc::clone(&p.config),
             key: k.key.clone(),
             key_id: k.id,
-            key_index: ki,
+            key_index: u32::try_from(ki).unwrap_or(u32::MAX),
             key_label: k.label.clone(),
             model,
             mask: Arc::clone(&k.mask),
@@ -646,8 +691,12 @@ impl Pool {
                                 .min(routing.max_cooldown)
                         }
                     };
-                    k.cooldown_until = Some(now + to_chrono(wait));
-                    k.cooldown_reason = Some(stored(reason));
+                    let hold = if retry_after.is_some() {
+                        Hold::RateLimit
+                    } else {
+                        Hold::RateLimitGuess
+                    };
+                    k.hold(hold, now + to_chrono(wait), stored(reason));
                     p.last_error = Some(stored(reason));
                 }
                 Outcome::AuthFailed { reason } => {
@@ -655,18 +704,23 @@ impl Pool {
                     p.last_error = Some(stored(reason));
                 }
                 Outcome::PaymentRequired { reason } => {
-                    k.cooldown_until = Some(now + to_chrono(routing.payment_cooldown));
-                    k.cooldown_reason = Some(stored(reason));
+                    k.hold(
+                        Hold::Payment,
+                        now + to_chrono(routing.payment_cooldown),
+                        stored(reason),
+                    );
                     p.last_error = Some(stored(reason));
                 }
                 Outcome::Transient { reason, .. } => {
-                    k.cooldown_until = Some(now + to_chrono(routing.transient_cooldown));
-                    k.cooldown_reason = Some(stored(reason));
+                    k.hold(
+                        Hold::Transient,
+                        now + to_chrono(routing.transient_cooldown),
+                        stored(reason),
+                    );
                     p.last_error = Some(stored(reason));
                 }
                 Outcome::QuotaExhausted { until, reason } => {
-                    k.cooldown_until = Some(*until);
-                    k.cooldown_reason = Some(quota_reason(*until, now));
+                    k.hold(Hold::Bench, *until, quota_reason(*until, now));
                     p.last_error = Some(stored(reason));
                 }
                 Outcome::ModelRetired { reason } => {
@@ -714,15 +768,15 @@ impl Pool {
             if until <= now || k.cooldown_until.is_some_and(|t| t >= until) {
                 return;
             }
-            k.cooldown_until = Some(until);
-            k.cooldown_reason = Some(if daily {
+            let reason = if daily {
                 quota_reason(until, now)
             } else {
                 format!(
                     "request allowance used up, back in {}s",
                     secs_until(until, now)
                 )
-            });
+            };
+            k.hold(Hold::Bench, until, reason);
         }
         self.changed();
     }
@@ -776,8 +830,7 @@ impl Pool {
             );
             p.last_error = Some(reason.clone());
             if let Some(k) = p.keys.iter_mut().find(|k| k.id == attempt.key_id) {
-                k.cooldown_until = Some(now + cooldown);
-                k.cooldown_reason = Some(reason);
+                k.hold(Hold::Transient, now + cooldown, reason);
             }
         }
         self.changed();
@@ -1029,9 +1082,7 @@ impl Pool {
                         // after a cooldown or bench the provider set (a far-off one, say).
                         for k in &mut p.keys {
                             k.auth_failed = false;
-                            k.cooldown_until = None;
-                            k.cooldown_reason = None;
-                            k.consecutive_429 = 0;
+                            k.clear_cooldown();
                         }
                     }
                     true
@@ -1043,6 +1094,50 @@ impl Pool {
             self.changed();
         }
         found
+    }
+
+    /// Ends every cooldown and bench of a provider's keys by hand (the menu's "Reset
+    /// cooldowns", `POST /providers/{name}/reset`), as turning it on does; rejected keys
+    /// and retired models stay. Returns its fresh snapshot; `None` for an unknown name.
+    pub fn reset(&self, name: &str, now: DateTime<Utc>) -> Option<ProviderSnapshot> {
+        {
+            let mut inner = self.lock();
+            let p = inner.providers.iter_mut().find(|p| p.config.name == name)?;
+            for k in &mut p.keys {
+                k.clear_cooldown();
+            }
+            p.last_error = None;
+        }
+        self.changed();
+        self.snapshot(now)
+            .providers
+            .into_iter()
+            .find(|p| p.name == name)
+    }
+
+    /// After the machine slept: ends the cooldowns that were our own caution (transient
+    /// failures, 429s without a hint) and keeps the provider's own waits still in the
+    /// future (Retry-After, daily benches, billing). Returns how many keys were freed.
+    pub fn woke(&self, now: DateTime<Utc>) -> usize {
+        let mut freed = 0;
+        {
+            let mut inner = self.lock();
+            for p in &mut inner.providers {
+                for k in &mut p.keys {
+                    if k.cooling(now) && k.hold.is_some_and(Hold::cleared_on_wake) {
+                        k.clear_cooldown();
+                        freed += 1;
+                    } else if !k.cooling(now) {
+                        // The sleep was a long rest: a 429 after it starts the guess anew.
+                        k.consecutive_429 = 0;
+                    }
+                }
+            }
+        }
+        if freed > 0 {
+            self.changed();
+        }
+        freed
     }
 
     /// Whether a provider with this name exists.
@@ -1152,6 +1247,7 @@ impl Pool {
                             KeyRecord {
                                 cooldown_until: k.cooldown_until,
                                 cooldown_reason: k.cooldown_reason.clone(),
+                                hold: k.hold,
                                 auth_failed: k.auth_failed,
                                 request_count: k.request_count,
                                 out_of_tier: k.out_of_tier.clone(),
@@ -1205,6 +1301,7 @@ impl Pool {
                     };
                     k.cooldown_until = kr.cooldown_until.filter(|t| *t > now);
                     k.cooldown_reason = k.cooldown_until.and(kr.cooldown_reason.clone());
+                    k.hold = k.cooldown_until.and(kr.hold);
                     k.auth_failed = kr.auth_failed;
                     k.request_count = if same_day { kr.request_count } else { 0 };
                     k.out_of_tier = kr.out_of_tier.clone();
@@ -1256,6 +1353,7 @@ impl Inner {
                             k.auth_failed = false;
                             k.cooldown_until = None;
                             k.cooldown_reason = None;
+                            k.hold = None;
                         }
                         k
                     }
@@ -1269,6 +1367,7 @@ impl Inner {
                             label,
                             cooldown_until: None,
                             cooldown_reason: None,
+                            hold: None,
                             consecutive_429: 0,
                             auth_failed: false,
                             request_count: 0,

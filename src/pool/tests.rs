@@ -608,3 +608,129 @@ fn token_counters_saturate_instead_of_wrapping() {
         "the saturated value is what persists"
     );
 }
+
+/// One key per provider a–e, each put on a different kind of hold.
+fn held_pool() -> Pool {
+    let ps = [
+        provider("hinted", 1, &[]),
+        provider("guessed", 2, &[]),
+        provider("flaky", 3, &[]),
+        provider("benched", 4, &[]),
+        provider("billing", 5, &[]),
+    ];
+    let pool = pool(
+        &ps,
+        &keys(&[
+            ("hinted", &["k1"]),
+            ("guessed", &["k2"]),
+            ("flaky", &["k3"]),
+            ("benched", &["k4"]),
+            ("billing", &["k5"]),
+        ]),
+    );
+    let pick = |name: &str| {
+        pool.pick(
+            &Route::Pinned {
+                provider: name.into(),
+                model: "m".into(),
+            },
+            &[],
+            t0(),
+        )
+        .expect("pick")
+    };
+    let reason = || "why".to_string();
+    pool.report(
+        &pick("hinted"),
+        &Outcome::RateLimited {
+            retry_after: Some(Duration::from_secs(3600)),
+            reason: reason(),
+        },
+        t0(),
+    );
+    pool.report(
+        &pick("guessed"),
+        &Outcome::RateLimited {
+            retry_after: None,
+            reason: reason(),
+        },
+        t0(),
+    );
+    pool.report(
+        &pick("flaky"),
+        &Outcome::Transient {
+            reason: reason(),
+            reached: true,
+        },
+        t0(),
+    );
+    pool.bench(
+        &pick("benched"),
+        t0() + chrono::Duration::hours(10),
+        true,
+        t0(),
+    );
+    pool.report(
+        &pick("billing"),
+        &Outcome::PaymentRequired { reason: reason() },
+        t0(),
+    );
+    pool
+}
+
+fn cooling_names(pool: &Pool, now: DateTime<Utc>) -> Vec<String> {
+    pool.snapshot(now)
+        .providers
+        .iter()
+        .filter(|p| p.state == ProviderStateKind::CoolingDown)
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+#[test]
+fn waking_from_sleep_ends_our_own_cooldowns_and_keeps_the_providers_waits() {
+    let pool = held_pool();
+    let now = t0() + chrono::Duration::seconds(5);
+    assert_eq!(
+        cooling_names(&pool, now),
+        ["hinted", "guessed", "flaky", "benched", "billing"]
+    );
+    assert_eq!(pool.woke(now), 2);
+    assert_eq!(cooling_names(&pool, now), ["hinted", "benched", "billing"]);
+    // Nothing left to free: a second wake changes nothing.
+    assert_eq!(pool.woke(now), 0);
+}
+
+#[test]
+fn the_kind_of_hold_survives_a_restart_so_a_later_wake_still_tells_them_apart() {
+    let pool = held_pool();
+    let records = pool.records(t0());
+    let ps: Vec<_> = pool.configs();
+    let ks = keys(&[
+        ("hinted", &["k1"]),
+        ("guessed", &["k2"]),
+        ("flaky", &["k3"]),
+        ("benched", &["k4"]),
+        ("billing", &["k5"]),
+    ]);
+    let restarted = Pool::new(&ps, &ks, routing(), t0());
+    restarted.restore(&records, t0());
+    assert_eq!(restarted.woke(t0()), 2);
+}
+
+#[test]
+fn a_reset_ends_every_cooldown_and_bench_of_that_provider_only() {
+    let pool = held_pool();
+    let snap = pool.reset("benched", t0()).expect("known");
+    assert_eq!(snap.state, ProviderStateKind::Ready);
+    assert_eq!(snap.last_error, None);
+    assert!(pool.reset("nope", t0()).is_none());
+    assert_eq!(
+        cooling_names(&pool, t0()),
+        ["hinted", "guessed", "flaky", "billing"]
+    );
+    for name in ["hinted", "guessed", "flaky", "billing"] {
+        pool.reset(name, t0());
+    }
+    assert!(cooling_names(&pool, t0()).is_empty());
+}

@@ -193,7 +193,7 @@ pub(super) struct Seen {
     /// What to send the client for it (the same bytes unless a rule needed a fix).
     pub out: Bytes,
     /// Tokens reported by a `usage` object in it.
-    pub tokens: Option<u64>,
+    pub tokens: Option<crate::history::Tokens>,
 }
 
 /// Checks and fixes the chunks of one stream, remembering what the rules need across
@@ -291,7 +291,7 @@ impl ChunkFixer {
             .usage
             .or_else(|| peek.x_groq.as_ref().and_then(|x| x.usage))
             .and_then(|u| serde_json::from_str::<Usage>(u.get()).ok());
-        let tokens = usage.as_ref().map(Usage::total);
+        let tokens = usage.as_ref().map(Usage::tokens);
         if let Some(u) = &usage {
             if let Some(whole) = u.whole() {
                 self.reported = Some(whole);
@@ -563,7 +563,7 @@ pub(super) fn embeddings(body: Bytes) -> Completion {
     let tokens = peek
         .usage
         .and_then(|u| serde_json::from_str::<Usage>(u.get()).ok())
-        .map(|u| u.total());
+        .map(|u| u.tokens());
     Completion::Ok(body, tokens)
 }
 
@@ -573,7 +573,7 @@ const ZERO_USAGE: &str = r#","usage":{"prompt_tokens":0,"completion_tokens":0,"t
 /// What a successful non-streaming body turned out to be.
 pub(super) enum Completion {
     /// A completion (possibly fixed), with the tokens it reports.
-    Ok(Bytes, Option<u64>),
+    Ok(Bytes, Option<crate::history::Tokens>),
     /// A 200 whose body is an error object (OpenRouter does this): a failed attempt.
     Error(Bytes),
     /// A 200 whose body is not JSON at all (a broken gateway): a failed attempt.
@@ -592,7 +592,7 @@ pub(super) fn completion(body: Bytes) -> Completion {
     let tokens = peek
         .usage
         .and_then(|u| serde_json::from_str::<Usage>(u.get()).ok())
-        .map(|u| u.total());
+        .map(|u| u.tokens());
     let no_usage = !has_usage(peek.usage);
     let mut broken = !no_usage && !usage_whole(peek.usage);
     for c in peek.choices.iter().flatten() {
@@ -842,7 +842,8 @@ mod tests {
         let Completion::Ok(out, tokens) = completion(ok.clone()) else {
             panic!("not an error");
         };
-        assert_eq!((out, tokens), (ok, Some(3)));
+        let split = tokens.map(|t| (t.prompt, t.completion, t.total));
+        assert_eq!((out, split), (ok, Some((1, 2, 3))));
         assert!(matches!(
             completion(Bytes::from_static(
                 br#"{"error":{"message":"x","code":502}}"#

@@ -234,6 +234,23 @@ impl Usage {
         })
     }
 
+    /// Prompt, completion and total, each missing count derived from the others as
+    /// [`contract`] fixes a `usage` (for the usage history).
+    pub(crate) fn tokens(&self) -> crate::history::Tokens {
+        let total = self.total();
+        let (prompt, completion) = match (self.prompt_tokens, self.completion_tokens) {
+            (Some(p), Some(c)) => (p, c),
+            (Some(p), None) => (p, total.saturating_sub(p)),
+            (None, Some(c)) => (total.saturating_sub(c), c),
+            (None, None) => (0, total),
+        };
+        crate::history::Tokens {
+            prompt,
+            completion,
+            total,
+        }
+    }
+
     /// Prompt, completion and total, when the provider gave at least the first two.
     pub(crate) fn whole(&self) -> Option<(u64, u64, u64)> {
         let (p, c) = (self.prompt_tokens?, self.completion_tokens?);

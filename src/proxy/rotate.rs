@@ -194,6 +194,8 @@ pub async fn rotate_with(
     };
     let mut seat: Option<wait::Seat> = None;
     let mut attempts = 0usize;
+    // Failed attempts already looked at for a rotation (see the usage history).
+    let mut rotations_noted = 0usize;
     loop {
         loop {
             if routing.max_attempts > 0 && attempts >= routing.max_attempts {
@@ -225,6 +227,13 @@ pub async fn rotate_with(
             if let Some(reason) = rotating.take() {
                 engine.telemetry.rotation(reason);
             }
+            // A request that moves on from a failed attempt is a rotation away from it.
+            if let Some(last) = failures.get(rotations_noted..).and_then(<[Failed]>::last) {
+                if last.attempt.key_id != attempt.key_id || last.attempt.model != attempt.model {
+                    engine.history.rotation(&last.attempt, Utc::now());
+                }
+            }
+            rotations_noted = failures.len();
             attempts += 1;
             tried.push(attempt.key_id);
             names.push(attempt.provider.name.clone());
@@ -248,6 +257,7 @@ pub async fn rotate_with(
                         chat.with_model(&attempt.model)
                     }
                 };
+                let sent_at = Instant::now();
                 let sent = sender
                     .send(
                         &attempt,
@@ -268,7 +278,7 @@ pub async fn rotate_with(
                         stream::relay(
                             engine,
                             &attempt,
-                            tally,
+                            stream::Sent { tally, at: sent_at },
                             resp,
                             wait_for(routing.first_byte_timeout),
                             routing.stream_idle_timeout,
@@ -277,7 +287,7 @@ pub async fn rotate_with(
                         .await
                         .map(|body| (body, None))
                     } else {
-                        relay_json(engine, &attempt, resp, routing, endpoint).await
+                        relay_json(engine, &attempt, sent_at, resp, routing, endpoint).await
                     };
                     match result {
                         Ok((body, tokens)) => {
@@ -356,7 +366,7 @@ pub async fn rotate_with(
                         let relayed = Outcome::Relayed {
                             status: status.as_u16(),
                         };
-                        engine.pool.report(&attempt, &relayed, Utc::now());
+                        report(engine, &attempt, &relayed, None);
                         record(
                             engine,
                             &attempt,
@@ -402,9 +412,8 @@ pub async fn rotate_with(
                     | Outcome::NotInTier { .. }
                     | Outcome::ProviderGone { .. }
             );
-            let now = Utc::now();
-            engine.pool.report(&attempt, &outcome, now);
-            engine.telemetry.attempt(&attempt, &outcome, now);
+            report(engine, &attempt, &outcome, None);
+            engine.telemetry.attempt(&attempt, &outcome, Utc::now());
             rotating = Reason::of(&outcome);
             if matches!(
                 outcome,
@@ -732,6 +741,7 @@ fn proactive_rotation(engine: &Engine, attempt: &Attempt, headers: &reqwest::hea
 async fn relay_json(
     engine: &Engine,
     attempt: &Attempt,
+    sent_at: Instant,
     resp: reqwest::Response,
     routing: &crate::config::RoutingConfig,
     endpoint: Endpoint,
@@ -783,16 +793,37 @@ async fn relay_json(
             return Err(transient("the answer is not valid JSON".into()))
         }
     };
-    engine
-        .pool
-        .report(attempt, &Outcome::Success { tokens }, Utc::now());
+    report(
+        engine,
+        attempt,
+        &Outcome::Success {
+            tokens: tokens.map(|t| t.total),
+        },
+        Some(sent_at.elapsed()),
+    );
+    if let Some(t) = tokens {
+        engine.history.tokens(attempt, t, Utc::now());
+    }
     // Gateways that echo the request can put the key in an answer too.
     let body = AnswerBody::Json {
         status,
         content_type: ct.unwrap_or(HeaderValue::from_static("application/json")),
         body: attempt.mask.relay(body),
     };
-    Ok((body, tokens))
+    Ok((body, tokens.map(|t| t.total)))
+}
+
+/// Reports an attempt's outcome to the pool and to the usage history (with its latency,
+/// send to answer, for a success).
+pub(super) fn report(
+    engine: &Engine,
+    attempt: &Attempt,
+    outcome: &Outcome,
+    latency: Option<Duration>,
+) {
+    let now = Utc::now();
+    engine.pool.report(attempt, outcome, now);
+    engine.history.attempt(attempt, outcome, latency, now);
 }
 
 #[cfg(test)]

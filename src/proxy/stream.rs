@@ -31,12 +31,19 @@ use crate::upstream;
 
 type Upstream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
+/// Where a streamed attempt began: its request's telemetry tally and when it was sent
+/// (the usage history's latency runs from then to the first event).
+pub(super) struct Sent {
+    pub tally: Tally,
+    pub at: std::time::Instant,
+}
+
 /// Waits (at most `wait`) for the first data event, then commits to this provider and
 /// relays the rest. `Err` is the outcome of a failed attempt; nothing was sent then.
 pub(super) async fn relay(
     engine: &Engine,
     attempt: &Attempt,
-    tally: Tally,
+    Sent { tally, at: sent_at }: Sent,
     resp: reqwest::Response,
     wait: Duration,
     idle: Duration,
@@ -136,9 +143,12 @@ pub(super) async fn relay(
             return Err(transient("stream ended before any data".into()));
         }
     }
-    engine
-        .pool
-        .report(attempt, &Outcome::Success { tokens: None }, Utc::now());
+    super::rotate::report(
+        engine,
+        attempt,
+        &Outcome::Success { tokens: None },
+        Some(sent_at.elapsed()),
+    );
     let mut state = RelayState {
         upstream,
         framer,
@@ -187,7 +197,7 @@ struct RelayState {
     /// The last token count the provider reported. Counted once, when the stream is
     /// over: Groq reports the same usage twice (on the finish chunk and in a trailing
     /// usage chunk).
-    tokens: Option<u64>,
+    tokens: Option<crate::history::Tokens>,
     /// No more reading: the queue is the rest of the stream.
     closed: bool,
 }
@@ -318,10 +328,14 @@ impl Drop for RelayState {
     /// The stream is over (ended, failed, or the client left): its tokens are counted.
     fn drop(&mut self) {
         if let Some(t) = self.tokens.take() {
-            self.engine.pool.add_tokens(&self.attempt.provider.name, t);
+            let now = Utc::now();
+            self.engine
+                .pool
+                .add_tokens(&self.attempt.provider.name, t.total);
             self.engine
                 .telemetry
-                .stream_tokens(self.tally, &self.attempt, t, Utc::now());
+                .stream_tokens(self.tally, &self.attempt, t.total, now);
+            self.engine.history.tokens(&self.attempt, t, now);
         }
     }
 }

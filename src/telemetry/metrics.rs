@@ -60,7 +60,7 @@ struct TokenLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttemptLabels {
     provider: String,
-    key: usize,
+    key: u32,
     outcome: &'static str,
 }
 
@@ -95,7 +95,7 @@ struct StateLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeyLabels {
     provider: String,
-    key: usize,
+    key: u32,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -343,7 +343,7 @@ fn gauges(snap: &Snapshot) -> Registry {
         for (i, k) in p.keys.iter().enumerate() {
             let key = KeyLabels {
                 provider: p.name.clone(),
-                key: i,
+                key: u32::try_from(i).unwrap_or(u32::MAX),
             };
             key_cooldown
                 .get_or_create(&key)

@@ -490,6 +490,13 @@ impl App {
                 // The click flipped the check mark itself: re-apply the engine's word.
                 self.last = None;
             }
+            Click::ResetCooldowns(name) => {
+                // The same command as `POST /providers/{name}/reset`.
+                if let Some(engine) = &self.engine {
+                    engine.reset_provider(&name);
+                }
+                self.last = None;
+            }
             Click::CopyUrl => {
                 let url = self.endpoint_url.clone();
                 self.job(move || Some(actions::copy_to_clipboard(&url)));

@@ -71,6 +71,8 @@ pub enum Click {
     OpenLogs,
     /// Prompt for a provider's API key and store it.
     SetKey(String),
+    /// End a provider's cooldowns and benches now.
+    ResetCooldowns(String),
     /// Install or remove the login item.
     StartAtLogin,
     /// Stop the proxy and quit.
@@ -88,6 +90,7 @@ impl Click {
             Click::Reload => "reload".into(),
             Click::OpenLogs => "open-logs".into(),
             Click::SetKey(p) => format!("set-key:{p}"),
+            Click::ResetCooldowns(p) => format!("reset:{p}"),
             Click::StartAtLogin => "start-at-login".into(),
             Click::Quit => "quit".into(),
         }
@@ -100,6 +103,9 @@ impl Click {
         }
         if let Some(p) = id.strip_prefix("set-key:") {
             return Some(Click::SetKey(p.to_string()));
+        }
+        if let Some(p) = id.strip_prefix("reset:") {
+            return Some(Click::ResetCooldowns(p.to_string()));
         }
         Some(match id {
             "copy-url" => Click::CopyUrl,
@@ -294,6 +300,12 @@ pub fn provider_detail(p: &ProviderSnapshot) -> Option<String> {
     Some(format!("    {}", shorten(why, MAX_DETAIL_CHARS)))
 }
 
+/// Whether any of a provider's keys cools down or is benched (what "Reset cooldowns"
+/// would end).
+pub fn cooling(p: &ProviderSnapshot) -> bool {
+    p.is_rate_limited || p.keys.iter().any(|k| k.rate_limited_until.is_some())
+}
+
 /// The icon for this state.
 pub fn icon_for(snapshot: Option<&Snapshot>, bind_error: Option<&BindProblem>) -> IconKind {
     let Some(snap) = snapshot else {
@@ -444,6 +456,25 @@ pub fn build(input: &MenuInput<'_>) -> MenuModel {
             .iter()
             .map(|p| Item::action(Click::SetKey(p.clone()), &format!("{p}…")))
             .collect(),
+    });
+    let resets: Vec<Item> = input
+        .snapshot
+        .map(|s| s.by_priority())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| Item::Action {
+            click: Click::ResetCooldowns(p.name.clone()),
+            text: p.name.clone(),
+            enabled: cooling(p),
+        })
+        .collect();
+    items.push(Item::Submenu {
+        id: "reset".into(),
+        text: "Reset cooldowns".into(),
+        enabled: resets
+            .iter()
+            .any(|i| matches!(i, Item::Action { enabled: true, .. })),
+        items: resets,
     });
     let (login_text, login_checked, login_enabled) = match input.login {
         LoginState::Checking => ("Start at login", false, false),

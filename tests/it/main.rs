@@ -9,6 +9,7 @@ mod dashboard;
 mod doctor;
 mod frontends;
 mod hardening;
+mod history;
 mod hostile;
 mod keys;
 mod models;

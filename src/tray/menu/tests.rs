@@ -328,6 +328,7 @@ fn actions_are_all_there_in_order() {
             "Reload config",
             "Open logs folder",
             "Set API key…",
+            "Reset cooldowns",
             "Start at login",
             "",
             "Quit llm-rotator"
@@ -414,6 +415,7 @@ fn click_ids_round_trip() {
         Click::Reload,
         Click::OpenLogs,
         Click::SetKey("gemini".into()),
+        Click::ResetCooldowns("groq".into()),
         Click::StartAtLogin,
         Click::Quit,
     ] {
@@ -495,4 +497,34 @@ fn a_preference_list_that_stepped_past_a_retired_model_says_where_it_landed() {
         dump.contains("groq — 0 today — ready — on new (old retired)"),
         "{dump}"
     );
+}
+
+#[test]
+fn reset_cooldowns_lists_every_provider_and_only_cooling_ones_can_be_clicked() {
+    let snap = snapshot(vec![
+        provider("b", 2, ProviderStateKind::CoolingDown),
+        provider("a", 1, ProviderStateKind::Ready),
+    ]);
+    let dump = build(&input(Some(&snap))).dump();
+    let lines: Vec<&str> = dump.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == "> Reset cooldowns")
+        .unwrap_or_else(|| panic!("no reset submenu in {dump}"));
+    assert_eq!(lines[at + 1..at + 3], ["  (off) a", "  b"]);
+    let model = build(&input(Some(&snap)));
+    let reset = model.items.iter().find_map(|i| match i {
+        Item::Submenu { id, items, .. } if id == "reset" => Some(items.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        reset.unwrap_or_default()[1].id(),
+        "reset:b",
+        "the click goes to the provider's reset"
+    );
+    // Nothing cooling: the submenu itself cannot be opened.
+    let calm = snapshot(vec![provider("a", 1, ProviderStateKind::Ready)]);
+    assert!(build(&input(Some(&calm)))
+        .dump()
+        .contains("(off) > Reset cooldowns"));
 }
