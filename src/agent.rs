@@ -292,6 +292,7 @@ async fn serve_async(
         None => None,
     };
     let wake = crate::wake::start(&engine);
+    let release = crate::memory::start();
     let watcher = crate::watcher::start(&engine);
     // In the background: the first request never waits for a provider's model list.
     let catalogs = crate::catalog::start(&engine, &paths.data_dir);
@@ -322,6 +323,7 @@ async fn serve_async(
     };
     reload_task.abort();
     wake.abort();
+    release.abort();
     if let Some(history) = history {
         if let Err(e) = tokio::task::spawn_blocking(move || history.stop()).await {
             tracing::error!("usage history writer failed to stop: {e}");

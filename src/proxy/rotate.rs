@@ -148,6 +148,7 @@ pub async fn rotate_with(
 ) -> Result<Answer, ApiError> {
     let config = engine.config();
     let started = Instant::now();
+    crate::memory::note_activity();
     let tally = engine.telemetry.begin(api);
     // Why the last attempt failed, until the next one goes out (then it was a rotation).
     let mut rotating: Option<Reason> = None;

@@ -327,6 +327,7 @@ impl RelayState {
 impl Drop for RelayState {
     /// The stream is over (ended, failed, or the client left): its tokens are counted.
     fn drop(&mut self) {
+        crate::memory::note_activity();
         if let Some(t) = self.tokens.take() {
             let now = Utc::now();
             self.engine

@@ -12,6 +12,7 @@ mod hardening;
 mod history;
 mod hostile;
 mod keys;
+mod memory;
 mod models;
 mod osaurus;
 mod providers;
