@@ -1,5 +1,5 @@
-//! Admin routes: `/health`, `/status`, `/stats`, `/stats/history`, provider toggles and
-//! resets, the notifications toggle, config and key reloads.
+//! Admin routes: `/health`, `/status`, `/stats`, `/stats/history`, `/metrics`, provider
+//! toggles and resets, the notifications toggle, config and key reloads.
 //! They read pool snapshots and send commands through the [`Engine`]; they never change
 //! state themselves.
 
@@ -50,6 +50,24 @@ pub async fn notifications_on(State(engine): State<Engine>) -> Response {
 pub async fn notifications_off(State(engine): State<Engine>) -> Response {
     engine.settings.set_notifications(false);
     Json(json!({ "notifications": false })).into_response()
+}
+
+/// `GET /metrics`: counters, the latency histogram and provider gauges in the Prometheus
+/// text format; a 404 when `server.metrics = false`.
+pub async fn metrics(State(engine): State<Engine>) -> Response {
+    if !engine.config().server.metrics {
+        return ApiError::not_found("/metrics").into_response();
+    }
+    let snap = engine.pool.snapshot(Utc::now());
+    let text = engine.telemetry.render_metrics(&snap);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::telemetry::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// `GET /catalog`: each provider's model catalog and configured models.

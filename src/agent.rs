@@ -297,6 +297,7 @@ async fn serve_async(
     let network = crate::network::start(&engine);
     // Only the agent that serves tells the desktop: a second copy stays quiet.
     let notifications = listener.as_ref().map(|_| crate::notify::start(&engine));
+    let release = crate::memory::start();
     let watcher = crate::watcher::start(&engine);
     // In the background: the first request never waits for a provider's model list.
     let catalogs = crate::catalog::start(&engine, &paths.data_dir);
@@ -333,6 +334,7 @@ async fn serve_async(
     if let Some(notifications) = notifications {
         notifications.stop();
     }
+    release.abort();
     if let Some(history) = history {
         if let Err(e) = tokio::task::spawn_blocking(move || history.stop()).await {
             tracing::error!("usage history writer failed to stop: {e}");

@@ -107,6 +107,16 @@ pub enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Open the dashboard of the running instance in the default browser (and print its
+    /// URL).
+    Ui {
+        /// Only print the URL.
+        #[arg(long)]
+        no_open: bool,
+        /// Port of the running instance (when it was started with `--port`).
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Start at login: install, remove or inspect the login agent (launchd on macOS, a
     /// systemd user service on Linux).
     Service {
@@ -156,6 +166,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Service { action }) => Ok(crate::service::command(action)?),
         Some(Command::Status { json, port }) => status(&opts(*port), *json),
         Some(Command::Doctor { port }) => crate::doctor::run(&opts(*port)),
+        Some(Command::Ui { no_open, port }) => ui(&opts(*port), *no_open),
         Some(Command::Stats {
             days,
             provider,
@@ -183,6 +194,26 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
             ConfigAction::Check { file } => config_check(&opts(None), file.as_ref()),
         },
+    }
+}
+
+/// `llm-rotator ui`: prints the dashboard's URL and opens it.
+fn ui(opts: &ServeOptions, no_open: bool) -> Result<ExitCode> {
+    let config = instance_config(opts)?;
+    let url = crate::browser::dashboard_url(&config);
+    println!("{url}");
+    if config.server.auth_token.is_some() {
+        println!("the page asks for server.auth_token once per browser tab");
+    }
+    if no_open {
+        return Ok(ExitCode::SUCCESS);
+    }
+    match crate::browser::open(&url) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(why) => {
+            eprintln!("could not open a browser ({why}); open the URL above yourself");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 

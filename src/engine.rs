@@ -39,6 +39,8 @@ pub struct Engine {
     pub waiting: Arc<WaitingRoom>,
     /// Recent `/v1/responses` conversations, for `previous_response_id`.
     pub responses: Arc<crate::frontends::http::ResponseStore>,
+    /// Counters, hourly series and recent requests (`/metrics` and the dashboard).
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
     /// Usage history: counts per hour, provider, key and model (see [`crate::history`]).
     pub history: crate::history::History,
     /// The user's choices outside the config (notifications on or off).
@@ -89,6 +91,7 @@ impl Engine {
         Ok(Engine {
             waiting: WaitingRoom::new(pool.clone()),
             responses: Arc::default(),
+            telemetry: Arc::default(),
             history: crate::history::History::new(),
             settings: crate::settings::Settings::default(),
             pool,

@@ -1,9 +1,52 @@
 //! llm-rotator: one OpenAI-compatible endpoint on localhost that rotates across LLM
 //! providers when they hit rate limits. The engine (config, pool, upstream, proxy,
 //! server) is plain Rust; platform code lives in small modules behind `cfg`.
+//!
+//! # Where things are
+//!
+//! | module | owns | must not |
+//! |---|---|---|
+//! | [`agent`] | wiring: start-up, the runtime, background tasks, shutdown | hold state of its own |
+//! | [`engine`] | the live config and the [`pool`] handle every part shares; reload | parse TOML itself |
+//! | [`config`] | raw serde types → validated `Config`; the only code that reads TOML | touch the network |
+//! | [`pool`] | **the** provider state: cooldowns, benches, toggles, counters; snapshots out | do I/O |
+//! | [`upstream`] | one attempt with reqwest; classifying an answer into an `Outcome`; key masking | decide what comes next |
+//! | [`proxy`] | the OpenAI routes and the rotation core ([`proxy::rotate`]), the only caller of `pick`/`report` | keep state between requests |
+//! | [`frontends`] | `/v1/responses` and `/v1/messages` translated onto the rotation core | talk to providers directly |
+//! | [`server`], [`admin`], [`ui`] | the HTTP edge: accept loop, guards, admin routes, dashboard | change state except through the engine |
+//! | [`telemetry`], [`history`] | counters for `/metrics` and the dashboard; the usage database | sit on the request path beyond a counter bump |
+//! | [`state`] | persistence of the pool (`state.json`) | be "the state": that is the pool |
+//! | [`catalog`], [`doctor`], [`strict`] | model catalogs; "Test connection"; the Osaurus strict decoder | |
+//! | [`secrets`], [`keys_cli`] | the key store (Keychain / Secret Service / env) and `llm-rotator keys` | log a key |
+//! | [`cli`], [`browser`] | subcommands and their output; opening the dashboard | |
+//! | [`tray`] | the menu-bar app on the main thread; `menu.rs` is a pure snapshot → menu model | mutate the pool directly |
+//! | [`service`] | launchd (macOS) and systemd (Linux) start-at-login | |
+//! | [`paths`], [`files`], [`logging`], [`watcher`], [`wake`], [`memory`] | file locations; capped reads and atomic writes; the log writer; config watching; sleep detection; giving memory back | |
+//!
+//! A request's path: [`server`] accepts the connection and checks the guards →
+//! [`proxy`] (or [`frontends`]) parses the body → [`proxy::rotate`] picks a key from the
+//! [`pool`], sends through [`upstream`], reports the outcome to the pool, [`history`] and
+//! [`telemetry`], and on a rate limit picks the next → the answer is relayed as it
+//! arrives (`proxy/stream.rs`).
+//!
+//! # Words
+//!
+//! - **cooldown**: a key (or provider) is not tried until a time, because the provider
+//!   said so (a 429 and its hint) or because it failed (5xx, timeout). "Cooling down" in
+//!   the menu and `/status`.
+//! - **bench**: a cooldown until a daily or monthly allowance refills ("daily quota used,
+//!   back at 02:00"); it survives a wake from sleep, where a plain cooldown may not.
+//! - **rejected key**: the provider refused the key (401/403); it stays out until the key
+//!   changes or the provider is enabled by hand.
+//! - **retired model**: the provider no longer serves a configured model; the next model
+//!   of the provider's list is used.
+//! - **rotation**: a request moving on to another key or provider after a failed attempt.
+//! - **headroom**: what a key has left before its next rate limit, from the provider's
+//!   headers or from configured limits.
 
 pub mod admin;
 pub mod agent;
+pub mod browser;
 pub mod catalog;
 pub mod cli;
 pub mod config;
@@ -15,6 +58,7 @@ pub mod headroom;
 pub mod history;
 pub mod keys_cli;
 pub mod logging;
+pub mod memory;
 pub mod network;
 pub mod notify;
 pub mod paths;
@@ -26,7 +70,9 @@ pub mod service;
 pub mod settings;
 pub mod state;
 pub mod strict;
+pub mod telemetry;
 pub mod tray;
+pub mod ui;
 pub mod upstream;
 pub mod wake;
 pub mod watcher;

@@ -58,6 +58,13 @@ pub fn router(engine: Engine) -> Router {
         .route("/health", get(admin::health))
         .route("/status", get(admin::status))
         .route("/stats", get(admin::stats))
+        .route("/metrics", get(admin::metrics))
+        .route("/ui", get(crate::ui::page))
+        .route("/ui/", get(crate::ui::page))
+        .route("/ui/app.js", get(crate::ui::script))
+        .route("/ui/style.css", get(crate::ui::style))
+        .route("/ui/api/state", get(crate::ui::api_state))
+        .route("/ui/api/series", get(crate::ui::api_series))
         .route("/stats/history", get(admin::history))
         .route("/catalog", get(admin::catalog))
         .route("/catalog/refresh", post(admin::refresh_catalog))
@@ -210,7 +217,7 @@ async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Respon
     let config = engine.config();
     let server = &config.server;
     // Fails closed: a Host the guard cannot read is refused like a foreign one.
-    match request_host(&req) {
+    let host = match request_host(&req) {
         Err(why) => return forbidden(format!("{why}; the request is refused")),
         Ok(host) if !host_allowed(host.name, server) => {
             return forbidden(format!(
@@ -218,13 +225,16 @@ async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Respon
                 host.name.to_ascii_lowercase()
             ));
         }
-        Ok(_) => {}
-    }
+        Ok(host) => host,
+    };
     let headers = req.headers();
     let origin = headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
-        .map(|o| o.trim_end_matches('/').to_ascii_lowercase());
+        .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+        // The dashboard's own requests (its switches): the page was served by this very
+        // agent under a Host that passed the check above, so its origin is no stranger.
+        .filter(|o| !is_own_origin(o, host));
     if let Some(origin) = &origin {
         if !server.allowed_origins.iter().any(|o| o == origin) {
             return forbidden(format!(
@@ -238,7 +248,11 @@ async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Respon
         }
     }
     if let Some(token) = &server.auth_token {
-        if req.uri().path() != "/health" {
+        // The dashboard's page and assets hold no data; the page asks for the token and
+        // sends it with every call that does.
+        let public =
+            req.uri().path() == "/health" || crate::ui::PUBLIC_PATHS.contains(&req.uri().path());
+        if !public {
             // Anthropic clients (Claude Code) send the key as x-api-key.
             let given = headers
                 .get(header::AUTHORIZATION)
@@ -269,6 +283,15 @@ async fn guard(State(engine): State<Engine>, req: Request, next: Next) -> Respon
         cors(resp.headers_mut(), origin);
     }
     resp
+}
+
+/// Whether `origin` is that of pages this agent serves under `host`: `http://` and the
+/// same host and port.
+fn is_own_origin(origin: &str, host: HostPort<'_>) -> bool {
+    origin
+        .strip_prefix("http://")
+        .and_then(parse_host)
+        .is_some_and(|o| o.same_as(&host))
 }
 
 fn cors(h: &mut HeaderMap, origin: &str) {
@@ -563,6 +586,25 @@ mod tests {
         let v6 = parse("[server]\nhost = \"fd00::5\"\nauth_token = \"0123456789abcdef0123\"\n");
         assert!(host_allowed("[fd00::5]", &v6));
         assert!(!host_allowed("[fd00::6]", &v6));
+    }
+
+    #[test]
+    fn only_http_with_the_same_host_and_port_is_the_agents_own_origin() {
+        let host = HostPort {
+            name: "127.0.0.1",
+            port: Some("8000"),
+        };
+        assert!(is_own_origin("http://127.0.0.1:8000", host));
+        for other in [
+            "https://127.0.0.1:8000",
+            "http://127.0.0.1:8001",
+            "http://127.0.0.1",
+            "http://localhost:8000",
+            "http://127.0.0.1:8000.evil.com",
+            "null",
+        ] {
+            assert!(!is_own_origin(other, host), "{other}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use bytes::Bytes;
 
 use load::{closed_loop, Conn, Run, Timing};
 use mock::Mock;
-use process::{context_switches, cpu_time, own_threads_cpu, rss, Machine, Proxy};
+use process::{context_switches, cpu_time, own_threads_cpu, rss, rss_parts, Machine, Proxy};
 use report::Report;
 
 /// How much of everything to do.
@@ -362,6 +362,7 @@ fn run(plan: &Plan) -> Result<Report, String> {
     let pid = proxy.pid();
     std::thread::sleep(Duration::from_millis(300));
     let rss_idle = rss(pid);
+    let rss_idle_parts = rss_parts(pid);
     let paddr = proxy.addr;
     let maddr = mock.addr;
 
@@ -621,7 +622,13 @@ fn run(plan: &Plan) -> Result<Report, String> {
         mock_chunk,
     );
     report.switches(switches_per_request);
-    report.memory(rss_idle, rss_load, rss_streams, plan.streams);
+    report.memory(
+        rss_idle,
+        rss_idle_parts,
+        rss_load,
+        rss_streams,
+        plan.streams,
+    );
     report.startup(&startups);
 
     // 6. Rotation cost: every rotated request meets `limited` (429, 1 ms cooldown) first;
@@ -707,7 +714,7 @@ fn run(plan: &Plan) -> Result<Report, String> {
     };
     eprintln!("idle after load ({} s) ...", settle.as_secs());
     std::thread::sleep(settle);
-    report.idle_after_load(rss(pid), settle);
+    report.idle_after_load(rss(pid), rss_parts(pid), settle);
 
     proxy.stop();
     drop(mock);

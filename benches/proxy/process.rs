@@ -226,6 +226,29 @@ pub fn rss(pid: u32) -> Option<u64> {
     }
 }
 
+/// Of `pid`'s resident memory, the bytes that are its own (heap, stacks: `RssAnon`) and
+/// those that are mapped files (the binary's code, shared libraries: `RssFile`, clean
+/// pages the system can drop and macOS's Activity Monitor does not count). Linux only.
+pub fn rss_parts(pid: u32) -> Option<(u64, u64)> {
+    #[cfg(target_os = "linux")]
+    {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(name))?;
+            Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+        };
+        Some((
+            field("RssAnon:")?,
+            field("RssFile:")? + field("RssShmem:").unwrap_or(0),
+        ))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
 /// Raises the soft open-files limit to the hard one (children inherit it); returns the
 /// limit now in force.
 #[expect(

@@ -329,13 +329,20 @@ impl Report {
     }
 
     /// Memory rows.
-    pub fn memory(&mut self, idle: Option<u64>, load: u64, streams: u64, n: usize) {
+    pub fn memory(
+        &mut self,
+        idle: Option<u64>,
+        idle_parts: Option<(u64, u64)>,
+        load: u64,
+        streams: u64,
+        n: usize,
+    ) {
         let idle_text = idle.map_or_else(|| "n/a".into(), mb);
         self.row(
             "RSS idle (headless serve)",
             "",
             idle_text.clone(),
-            idle_text,
+            with_parts(idle_text, idle_parts),
             "≤ 15 MB",
             idle.map_or(Verdict::Info, |v| Verdict::of(v <= 15 * 1024 * 1024)),
         );
@@ -358,13 +365,18 @@ impl Report {
     }
 
     /// RSS with nothing in flight, `after` the last phase ended.
-    pub fn idle_after_load(&mut self, rss: Option<u64>, after: Duration) {
+    pub fn idle_after_load(
+        &mut self,
+        rss: Option<u64>,
+        parts: Option<(u64, u64)>,
+        after: Duration,
+    ) {
         let text = rss.map_or_else(|| "n/a".into(), mb);
         self.row(
             format!("RSS idle {} s after load", after.as_secs()),
             "",
             text.clone(),
-            text,
+            with_parts(text, parts),
             "≤ 15 MB",
             rss.map_or(Verdict::Info, |v| Verdict::of(v <= 15 * 1024 * 1024)),
         );
@@ -500,5 +512,13 @@ impl Report {
             }
         }
         out
+    }
+}
+
+/// `text` followed by the resident split into the process's own memory and mapped files.
+fn with_parts(text: String, parts: Option<(u64, u64)>) -> String {
+    match parts {
+        Some((anon, file)) => format!("{text} (own {}, files {})", mb(anon), mb(file)),
+        None => text,
     }
 }

@@ -166,6 +166,8 @@ pub struct ServerConfig {
     /// Most client connections open at once; further ones are closed as soon as they are
     /// accepted.
     pub max_connections: usize,
+    /// Whether `GET /metrics` (Prometheus text format) is served; when off it is a 404.
+    pub metrics: bool,
 }
 
 /// `[routing]`.

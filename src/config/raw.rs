@@ -44,6 +44,7 @@ struct RawServer {
     header_read_timeout_secs: Option<Spanned<u64>>,
     idle_timeout_secs: Option<Spanned<u64>>,
     max_connections: Option<Spanned<u64>>,
+    metrics: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -279,6 +280,7 @@ fn validate_server(s: RawServer, text: &str) -> Result<ServerConfig, Invalid> {
             }
             Some(v) => usize::try_from(*v.get_ref()).unwrap_or(usize::MAX),
         },
+        metrics: s.metrics.unwrap_or(true),
     })
 }
 

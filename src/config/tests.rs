@@ -283,3 +283,10 @@ fn provider_limits_are_read_and_zero_is_refused_with_its_path() {
         assert_eq!(inv.line, Some(6), "{inv}");
     }
 }
+
+#[test]
+fn metrics_are_served_unless_the_config_turns_them_off() {
+    assert!(Config::parse(MINIMAL, None).expect("parses").server.metrics);
+    let off = Config::parse("[server]\nmetrics = false\n", None).expect("parses");
+    assert!(!off.server.metrics);
+}

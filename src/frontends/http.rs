@@ -144,6 +144,7 @@ pub async fn responses(State(engine): State<Engine>, body: Body) -> Result<Respo
         &rotate::Http(&engine.client),
         &chat,
         Endpoint::Chat,
+        crate::telemetry::ApiRoute::Responses,
     )
     .await?;
     let id = new_id("resp_");
@@ -258,8 +259,14 @@ async fn messages_inner(engine: &Engine, body: Body) -> Result<Response, ApiErro
     chat_req.body["model"] = json!(route_model(engine, &chat_req.model));
     let wire = chat_bytes(&chat_req.body)?;
     let chat = ChatBody::parse(&wire).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let answer =
-        rotate::rotate(engine, &rotate::Http(&engine.client), &chat, Endpoint::Chat).await?;
+    let answer = rotate::rotate(
+        engine,
+        &rotate::Http(&engine.client),
+        &chat,
+        Endpoint::Chat,
+        crate::telemetry::ApiRoute::Messages,
+    )
+    .await?;
     let id = new_id("msg_");
     let model = chat_req.model.clone();
     let mut resp = match answer.body {

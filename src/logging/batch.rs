@@ -14,6 +14,9 @@ use std::time::Duration;
 /// How long the writer thread gathers lines after being woken before writing them.
 pub const GATHER: Duration = Duration::from_millis(100);
 
+/// The batch buffer's size kept between bursts.
+const KEEP_CAPACITY: usize = 64 << 10;
+
 /// What may wait in memory if the disk stalls; lines beyond it are dropped and counted.
 const MAX_PENDING: usize = 4 << 20;
 
@@ -114,8 +117,11 @@ fn run(shared: &Shared, mut sinks: Vec<Sink>, gather: Duration) {
             let _ = sink.write_all(&out).and_then(|()| sink.flush());
         }
         out.clear();
-        if out.capacity() > MAX_PENDING {
-            out.shrink_to(64 << 10);
+        // A burst's batches grow this buffer (and, swapped, the pending one) to hundreds
+        // of KB; an idle agent keeps neither that large. Regrowing under load costs a
+        // realloc or two per batch.
+        if out.capacity() > KEEP_CAPACITY * 4 {
+            out.shrink_to(KEEP_CAPACITY);
         }
         if stop {
             return;

@@ -298,6 +298,7 @@ mod tests {
             request_count: 0,
             rate_limited_until: None,
             cooldown_remaining_secs: 0,
+            tokens_left: None,
             cooldown_reason: None,
             headroom: Headroom::default(),
             headroom_read_at: None,

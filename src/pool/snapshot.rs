@@ -61,6 +61,10 @@ pub struct KeySnapshot {
     /// never said anything, the figures (if any) are from the configured limits.
     #[serde(default)]
     pub headroom_read_at: Option<String>,
+    /// Tokens left in the provider's current token window, from the last answer's
+    /// rate-limit headers, while that window lasts (`None`: not known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_left: Option<u64>,
 }
 
 /// One provider in `/status`.
@@ -293,6 +297,10 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
                             cooldown_reason: k.cooldown_reason.clone().filter(|_| cooling),
                             headroom: *h,
                             headroom_read_at: k.reading.map(|(_, at, _)| rfc3339(at)),
+                            tokens_left: k
+                                .token_budget
+                                .filter(|(_, reset)| *reset > now)
+                                .map(|(left, _)| left),
                         }
                     })
                     .collect()

@@ -23,6 +23,7 @@ use super::error::ApiError;
 use super::{contract, stream, wait};
 use crate::engine::Engine;
 use crate::pool::{route_for, route_for_embeddings, Attempt, Outcome, Unavailable};
+use crate::telemetry::{Answered, ApiRoute, Reason, Tally};
 use crate::upstream::{self, limits, Endpoint, SendFailure, Verdict};
 
 /// Sends one attempt upstream: the seam between the rotation policy and the network.
@@ -128,8 +129,9 @@ pub async fn rotate(
     sender: &dyn Sender,
     chat: &ChatBody<'_>,
     endpoint: Endpoint,
+    api: ApiRoute,
 ) -> Result<Answer, ApiError> {
-    rotate_with(engine, sender, chat, endpoint, None).await
+    rotate_with(engine, sender, chat, endpoint, api, None).await
 }
 
 /// Like [`rotate`], for a legacy completions request translated to `chat`: providers that
@@ -141,10 +143,15 @@ pub async fn rotate_with(
     sender: &dyn Sender,
     chat: &ChatBody<'_>,
     endpoint: Endpoint,
+    api: ApiRoute,
     native: Option<&ChatBody<'_>>,
 ) -> Result<Answer, ApiError> {
     let config = engine.config();
     let started = Instant::now();
+    crate::memory::note_activity();
+    let tally = engine.telemetry.begin(api);
+    // Why the last attempt failed, until the next one goes out (then it was a rotation).
+    let mut rotating: Option<Reason> = None;
     let route = match endpoint {
         Endpoint::Chat | Endpoint::Completions => route_for(chat.model(), &config.providers),
         Endpoint::Embeddings => route_for_embeddings(chat.model(), &config.providers),
@@ -218,6 +225,9 @@ pub async fn rotate_with(
             };
             // Going on: the next waiting request for this route may go too.
             seat = None;
+            if let Some(reason) = rotating.take() {
+                engine.telemetry.rotation(reason);
+            }
             // A request that moves on from a failed attempt is a rotation away from it.
             if let Some(last) = failures.get(rotations_noted..).and_then(<[Failed]>::last) {
                 if last.attempt.key_id != attempt.key_id || last.attempt.model != attempt.model {
@@ -269,7 +279,7 @@ pub async fn rotate_with(
                         stream::relay(
                             engine,
                             &attempt,
-                            sent_at,
+                            stream::Sent { tally, at: sent_at },
                             resp,
                             wait_for(routing.first_byte_timeout),
                             routing.stream_idle_timeout,
@@ -282,6 +292,21 @@ pub async fn rotate_with(
                     };
                     match result {
                         Ok((body, tokens)) => {
+                            record(
+                                engine,
+                                &attempt,
+                                &Outcome::Success { tokens },
+                                &Answered {
+                                    tally,
+                                    answered_by: Some((&attempt.provider.name, &attempt.model)),
+                                    model: echo(chat.model().unwrap_or("auto")),
+                                    tried: &names,
+                                    status: body.status().as_u16(),
+                                    latency: started.elapsed(),
+                                    tokens,
+                                    stream,
+                                },
+                            );
                             log_answered(
                                 &names,
                                 &attempt.model,
@@ -339,13 +364,24 @@ pub async fn rotate_with(
                         also_drop.push(param);
                     }
                     Verdict::RetryWithout(_) | Verdict::Relay => {
-                        report(
+                        let relayed = Outcome::Relayed {
+                            status: status.as_u16(),
+                        };
+                        report(engine, &attempt, &relayed, None);
+                        record(
                             engine,
                             &attempt,
-                            &Outcome::Relayed {
+                            &relayed,
+                            &Answered {
+                                tally,
+                                answered_by: Some((&attempt.provider.name, &attempt.model)),
+                                model: echo(chat.model().unwrap_or("auto")),
+                                tried: &names,
                                 status: status.as_u16(),
+                                latency: started.elapsed(),
+                                tokens: None,
+                                stream,
                             },
-                            None,
                         );
                         tracing::info!(
                             providers = %names.join(","),
@@ -378,6 +414,8 @@ pub async fn rotate_with(
                     | Outcome::ProviderGone { .. }
             );
             report(engine, &attempt, &outcome, None);
+            engine.telemetry.attempt(&attempt, &outcome, Utc::now());
+            rotating = Reason::of(&outcome);
             if matches!(
                 outcome,
                 Outcome::ModelRetired { .. } | Outcome::NotInTier { .. }
@@ -411,13 +449,17 @@ pub async fn rotate_with(
         let Some(s) = &seat else {
             break;
         };
+        // Going again after a wait is not a rotation.
+        rotating = None;
         if s.wait(until).await.is_err() {
-            return Err(ApiError::new(
+            let err = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service_unavailable",
                 "shutting_down",
                 "llm-rotator is shutting down; retry in a moment",
-            ));
+            );
+            refused(engine, tally, chat, &names, &err, started, stream);
+            return Err(err);
         }
         // Keys that were tried are back from their cooldown: they may be tried again.
         tried.clear();
@@ -432,7 +474,40 @@ pub async fn rotate_with(
         "request failed: {}",
         err.code
     );
+    refused(engine, tally, chat, &names, &err, started, stream);
     Err(err)
+}
+
+/// The pool has heard the attempt's outcome: telemetry hears it and the answer.
+fn record(engine: &Engine, attempt: &Attempt, outcome: &Outcome, answered: &Answered<'_>) {
+    let now = Utc::now();
+    engine.telemetry.attempt(attempt, outcome, now);
+    engine.telemetry.answered(answered, now);
+}
+
+/// Telemetry hears of a request no provider answered.
+fn refused(
+    engine: &Engine,
+    tally: Tally,
+    chat: &ChatBody<'_>,
+    tried: &[String],
+    err: &ApiError,
+    started: Instant,
+    stream: bool,
+) {
+    engine.telemetry.answered(
+        &Answered {
+            tally,
+            answered_by: None,
+            model: echo(chat.model().unwrap_or("auto")),
+            tried,
+            status: err.status.as_u16(),
+            latency: started.elapsed(),
+            tokens: None,
+            stream,
+        },
+        Utc::now(),
+    );
 }
 
 /// Of a stream's start budget, what is kept for sending after a wait for a cooling
@@ -652,6 +727,9 @@ fn proactive_rotation(engine: &Engine, attempt: &Attempt, headers: &reqwest::hea
             "allowance used up; resting the key until it refills"
         );
         engine.pool.bench(attempt, until, daily, now);
+        engine
+            .telemetry
+            .cooldown(&attempt.provider.name, Reason::AllowanceUsed);
     }
     // The usual case, a provider that says nothing, costs no lock.
     if budget.tokens.is_some() || !budget.reading.is_empty() {
@@ -834,7 +912,14 @@ mod tests {
 
     async fn ask(engine: &Engine, sender: &Scripted, body: &str) -> Result<Answer, ApiError> {
         let chat = ChatBody::parse(body.as_bytes()).expect("body");
-        rotate(engine, sender, &chat, Endpoint::Chat).await
+        rotate(
+            engine,
+            sender,
+            &chat,
+            Endpoint::Chat,
+            ApiRoute::ChatCompletions,
+        )
+        .await
     }
 
     #[tokio::test]

@@ -26,16 +26,24 @@ use super::rotate::AnswerBody;
 use super::sse::Framer;
 use crate::engine::Engine;
 use crate::pool::{Attempt, Outcome};
+use crate::telemetry::{Reason, Tally};
 use crate::upstream;
 
 type Upstream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// Where a streamed attempt began: its request's telemetry tally and when it was sent
+/// (the usage history's latency runs from then to the first event).
+pub(super) struct Sent {
+    pub tally: Tally,
+    pub at: std::time::Instant,
+}
 
 /// Waits (at most `wait`) for the first data event, then commits to this provider and
 /// relays the rest. `Err` is the outcome of a failed attempt; nothing was sent then.
 pub(super) async fn relay(
     engine: &Engine,
     attempt: &Attempt,
-    sent_at: std::time::Instant,
+    Sent { tally, at: sent_at }: Sent,
     resp: reqwest::Response,
     wait: Duration,
     idle: Duration,
@@ -86,6 +94,9 @@ pub(super) async fn relay(
             Some(c) => {
                 if let Err(e) = framer.push(c, &mut events) {
                     engine.pool.count_oversized(attempt);
+                    engine
+                        .telemetry
+                        .cooldown(&attempt.provider.name, Reason::OversizedEvent);
                     return Err(transient(e.to_string()));
                 }
             }
@@ -148,6 +159,7 @@ pub(super) async fn relay(
         idle,
         engine: engine.clone(),
         attempt: attempt.clone(),
+        tally,
         usage_for,
         tokens: first_tokens,
         closed: false,
@@ -177,6 +189,8 @@ struct RelayState {
     engine: Engine,
     /// Who is answering: for tokens, errors, and the mask every event goes through.
     attempt: Attempt,
+    /// Which request, for its tokens in the telemetry.
+    tally: Tally,
     /// When the client asked for usage: the prompt estimate for a usage chunk the
     /// provider leaves out.
     usage_for: Option<u64>,
@@ -254,6 +268,9 @@ impl RelayState {
                 if let Err(e) = framed {
                     tracing::warn!(provider = %self.attempt.provider.name, "{e}; the stream was ended");
                     self.engine.pool.count_oversized(&self.attempt);
+                    self.engine
+                        .telemetry
+                        .cooldown(&self.attempt.provider.name, Reason::OversizedEvent);
                     self.fail(format!("{e}; the stream was ended"), "upstream_error");
                 }
             }
@@ -310,11 +327,14 @@ impl RelayState {
 impl Drop for RelayState {
     /// The stream is over (ended, failed, or the client left): its tokens are counted.
     fn drop(&mut self) {
+        crate::memory::note_activity();
         if let Some(t) = self.tokens.take() {
+            let now = Utc::now();
+            self.engine.pool.add_tokens(&self.attempt, t.total, now);
             self.engine
-                .pool
-                .add_tokens(&self.attempt, t.total, Utc::now());
-            self.engine.history.tokens(&self.attempt, t, Utc::now());
+                .telemetry
+                .stream_tokens(self.tally, &self.attempt, t.total, now);
+            self.engine.history.tokens(&self.attempt, t, now);
         }
     }
 }

@@ -262,6 +262,8 @@ struct App {
     /// Captured at start-up: a reloaded config's new port only applies after a restart.
     address: String,
     endpoint_url: String,
+    /// The dashboard's address (`/ui`), captured with the endpoint.
+    dashboard_url: String,
     bind_error: Option<BindProblem>,
     login: LoginState,
     /// The last action's outcome and when it goes away.
@@ -443,6 +445,7 @@ impl App {
     fn on_started(&mut self, started: Started) {
         let config = started.engine.config();
         self.endpoint_url = config.endpoint_url();
+        self.dashboard_url = crate::browser::dashboard_url(&config);
         self.address = self
             .endpoint_url
             .trim_start_matches("http://")
@@ -502,6 +505,14 @@ impl App {
             Click::CopyUrl => {
                 let url = self.endpoint_url.clone();
                 self.job(move || Some(actions::copy_to_clipboard(&url)));
+            }
+            Click::OpenDashboard => {
+                let url = self.dashboard_url.clone();
+                self.job(move || {
+                    crate::browser::open(&url).err().map(|why| {
+                        format!("Could not open a browser ({why}); the dashboard is at {url}")
+                    })
+                });
             }
             Click::OpenConfig => {
                 let path = self.config_path.clone();
@@ -639,6 +650,7 @@ pub fn run(prepared: Prepared, opts: &ServeOptions) -> Result<()> {
         .ok();
     let dump = std::env::var_os(super::DUMP_ENV).map(|p| dump_writer(PathBuf::from(p)));
     let endpoint_url = config.endpoint_url();
+    let dashboard_url = crate::browser::dashboard_url(&config);
     let mut app = App {
         proxy: proxy.clone(),
         tray: None,
@@ -653,6 +665,7 @@ pub fn run(prepared: Prepared, opts: &ServeOptions) -> Result<()> {
             .trim_end_matches("/v1")
             .to_string(),
         endpoint_url,
+        dashboard_url,
         bind_error: None,
         login: LoginState::Checking,
         notice: None,

@@ -68,6 +68,8 @@ pub enum Click {
     Toggle(String),
     /// Put the endpoint URL on the clipboard.
     CopyUrl,
+    /// Open the dashboard (`/ui`) in the default browser.
+    OpenDashboard,
     /// Open the config file in the default editor.
     OpenConfig,
     /// Re-read the config file.
@@ -92,6 +94,7 @@ impl Click {
         match self {
             Click::Toggle(p) => format!("provider:{p}"),
             Click::CopyUrl => "copy-url".into(),
+            Click::OpenDashboard => "open-dashboard".into(),
             Click::OpenConfig => "open-config".into(),
             Click::Reload => "reload".into(),
             Click::OpenLogs => "open-logs".into(),
@@ -116,6 +119,7 @@ impl Click {
         }
         Some(match id {
             "copy-url" => Click::CopyUrl,
+            "open-dashboard" => Click::OpenDashboard,
             "open-config" => Click::OpenConfig,
             "reload" => Click::Reload,
             "open-logs" => Click::OpenLogs,
@@ -469,6 +473,7 @@ pub fn build(input: &MenuInput<'_>) -> MenuModel {
     }
     let ready = input.snapshot.is_some();
     items.push(Item::Separator);
+    items.push(Item::action(Click::OpenDashboard, "Open dashboard"));
     items.push(Item::action(Click::CopyUrl, "Copy endpoint URL"));
     items.push(Item::action(Click::OpenConfig, "Open config file"));
     items.push(Item::Action {

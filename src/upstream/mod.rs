@@ -26,6 +26,10 @@ pub use classify::{classify, classify_stream_error, offending_param, Verdict};
 /// How long an upstream connection stays pooled without use.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
+/// Most idle connections kept per provider host (per serving thread): enough for a
+/// desktop's steady use, while a burst's extra connections close when it ends.
+pub const POOL_MAX_IDLE_PER_HOST: usize = 16;
+
 /// Builds the one HTTP client all attempts share (connection pools per host).
 pub fn build_client(routing: &RoutingConfig) -> reqwest::Result<Client> {
     Client::builder()
@@ -36,6 +40,9 @@ pub fn build_client(routing: &RoutingConfig) -> reqwest::Result<Client> {
         // per-attempt timeouts, so the pool's own timer is always the runtime's next one
         // and arming those costs no wake-up of the runtime.
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        // A burst of a thousand streams opens a thousand connections to one provider;
+        // keeping them all for the idle timeout would hold their buffers all that time.
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
         .tcp_nodelay(true)
         .user_agent(concat!("llm-rotator/", env!("CARGO_PKG_VERSION")))
         .build()

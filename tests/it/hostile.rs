@@ -352,4 +352,16 @@ async fn absurd_token_counts_saturate_and_a_huge_model_name_is_not_echoed() {
     );
     let log = bin.stderr();
     assert!(log.len() < 200 * 1024, "{} bytes of log", log.len());
+    // Nor does it become a 3 MB metric label or dashboard entry.
+    for path in ["/metrics", "/ui/api/state"] {
+        let text = client()
+            .get(bin.url(path))
+            .send()
+            .await
+            .expect("send")
+            .text()
+            .await
+            .expect("text");
+        assert!(text.len() < 64 * 1024, "{path}: {} bytes", text.len());
+    }
 }

@@ -818,7 +818,15 @@ async fn no_part_of_a_key_leaks_into_output_files_status_or_error_bodies() {
     // The providers did receive the keys and echo them back: this test can fail.
     assert!(a.hits() >= 2 && b.hits() >= 1 && c.hits() >= 1);
     assert_eq!(bearer(&a.requests()[0]), format!("Bearer {LEAK_A1}"));
-    for path in ["/status", "/stats", "/v1/models", "/health"] {
+    for path in [
+        "/status",
+        "/stats",
+        "/v1/models",
+        "/health",
+        "/metrics",
+        "/ui/api/state",
+        "/ui/api/series?hours=24",
+    ] {
         let text = client()
             .get(bin.url(path))
             .send()

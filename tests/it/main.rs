@@ -5,6 +5,7 @@
 mod background_agent;
 mod cli;
 mod common;
+mod dashboard;
 mod doctor;
 mod frontends;
 mod hardening;
@@ -12,6 +13,7 @@ mod headroom;
 mod history;
 mod hostile;
 mod keys;
+mod memory;
 mod models;
 #[cfg(target_os = "linux")]
 mod network;

@@ -435,6 +435,7 @@ fn actions_are_all_there_in_order() {
         tail,
         [
             "",
+            "Open dashboard",
             "Copy endpoint URL",
             "Open config file",
             "Reload config",
@@ -523,6 +524,7 @@ fn click_ids_round_trip() {
     for c in [
         Click::Toggle("groq".into()),
         Click::CopyUrl,
+        Click::OpenDashboard,
         Click::OpenConfig,
         Click::Reload,
         Click::OpenLogs,
