@@ -384,8 +384,7 @@
     if (!series.providers.length) {
       note.textContent = "No requests in this period yet.";
     } else if (series.since !== null && series.since > series.start) {
-      note.textContent = "Kept in memory since " + new Date(series.since * 1000).toLocaleString() +
-        " (the agent keeps up to 30 days while it runs).";
+      note.textContent = "Counted since " + new Date(series.since * 1000).toLocaleString() + ".";
     } else {
       note.textContent = "";
     }

@@ -170,6 +170,67 @@ impl Series {
     }
 }
 
+/// The same view from the usage history's rows (see [`crate::history`]): the hours survive
+/// a restart and reach back 30 days. Requests are the attempts each provider received,
+/// and the latency is each hour's median (the history keeps a histogram, not a sum).
+pub fn from_history(
+    rows: &[(crate::history::BucketId, crate::history::Counts)],
+    hours: u32,
+    now: DateTime<Utc>,
+) -> SeriesView {
+    let hours = hours.clamp(1, MAX_HOURS);
+    let last = hour_of(now);
+    let first = last - (i64::from(hours) - 1) * HOUR_SECS;
+    let len = hours as usize;
+    let mut since: Option<i64> = None;
+    // Per provider, per hour: the hour's counts summed over keys and models.
+    let mut merged: Vec<(String, Vec<crate::history::Counts>)> = Vec::new();
+    for (id, counts) in rows {
+        let Ok(start) = i64::try_from(id.hour).map(|h| h * HOUR_SECS) else {
+            continue;
+        };
+        since = Some(since.map_or(start, |s: i64| s.min(start)));
+        if start < first || start > last {
+            continue;
+        }
+        let Ok(i) = usize::try_from((start - first) / HOUR_SECS) else {
+            continue;
+        };
+        let slot = match merged.iter().position(|(n, _)| *n == id.provider) {
+            Some(at) => &mut merged[at].1,
+            None => {
+                merged.push((id.provider.clone(), vec![Default::default(); len]));
+                let at = merged.len() - 1;
+                &mut merged[at].1
+            }
+        };
+        if let Some(c) = slot.get_mut(i) {
+            c.merge(counts);
+        }
+    }
+    merged.sort_by(|a, b| a.0.cmp(&b.0));
+    let providers = merged
+        .into_iter()
+        .map(|(name, hours)| ProviderSeries {
+            name,
+            requests: hours.iter().map(|c| c.requests).collect(),
+            tokens: hours
+                .iter()
+                .map(|c| c.prompt_tokens.saturating_add(c.completion_tokens))
+                .collect(),
+            rate_limited: hours.iter().map(|c| c.rate_limited).collect(),
+            latency_ms: hours.iter().map(|c| c.latency_quantile(0.5)).collect(),
+        })
+        .collect();
+    SeriesView {
+        start: first,
+        step_secs: HOUR_SECS,
+        hours,
+        since,
+        providers,
+    }
+}
+
 /// What the charts draw: per provider, one value per hour.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SeriesView {
@@ -197,7 +258,8 @@ pub struct ProviderSeries {
     pub tokens: Vec<u64>,
     /// 429 answers per hour.
     pub rate_limited: Vec<u64>,
-    /// Mean latency per hour in milliseconds (`None`: no request that hour).
+    /// Latency per hour in milliseconds: the mean in memory, the median from the usage
+    /// history (`None`: no answered request that hour).
     pub latency_ms: Vec<Option<u64>>,
 }
 
@@ -274,5 +336,49 @@ mod tests {
         s.bucket("groq", at(5, 0)).requests += 1;
         s.bucket("groq", at(4, 0)).requests += 1;
         assert_eq!(s.view(1, at(5, 0)).providers[0].requests, [2]);
+    }
+
+    #[test]
+    fn the_history_rows_make_the_same_view_summed_over_keys_and_models() {
+        use crate::history::{BucketId, Counts};
+        let hour = |h: i64| u64::try_from((HOUR0 + h * 3600) / 3600).expect("hour");
+        let row = |h: i64, provider: &str, key: u32, model: &str, requests: u64| {
+            let mut c = Counts {
+                requests,
+                prompt_tokens: 10 * requests,
+                completion_tokens: requests,
+                rate_limited: 1,
+                ..Counts::default()
+            };
+            c.add_latency(std::time::Duration::from_millis(150));
+            (
+                BucketId {
+                    hour: hour(h),
+                    provider: provider.into(),
+                    key,
+                    model: model.into(),
+                },
+                c,
+            )
+        };
+        let rows = vec![
+            row(-30, "groq", 0, "a", 7), // before the window: only `since`
+            row(0, "groq", 0, "a", 2),
+            row(0, "groq", 1, "b", 3),
+            row(2, "cerebras", 0, "c", 4),
+        ];
+        let v = from_history(&rows, 3, at(2, 10));
+        assert_eq!(v.start, HOUR0);
+        assert_eq!(v.hours, 3);
+        assert_eq!(v.since, Some(HOUR0 - 30 * 3600));
+        let names: Vec<&str> = v.providers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["cerebras", "groq"]);
+        let groq = &v.providers[1];
+        assert_eq!(groq.requests, [5, 0, 0]);
+        assert_eq!(groq.tokens, [55, 0, 0]);
+        assert_eq!(groq.rate_limited, [2, 0, 0]);
+        assert_eq!(groq.latency_ms[1], None);
+        assert!(groq.latency_ms[0].is_some_and(|ms| ms >= 150));
+        assert_eq!(v.providers[0].requests, [0, 0, 4]);
     }
 }

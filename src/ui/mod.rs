@@ -168,7 +168,26 @@ pub async fn api_series(
     Query(q): Query<SeriesQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let view = engine.telemetry.series(q.hours.unwrap_or(24), Utc::now());
+    let hours = q.hours.unwrap_or(24);
+    let now = Utc::now();
+    // From the usage history where it runs (kept across restarts, 30 days back); from
+    // what this run counted in memory where it does not.
+    let from_db = if engine.history.enabled() {
+        let history = engine.history.clone();
+        let span = u64::from(hours.clamp(1, crate::telemetry::series::MAX_HOURS));
+        let from = crate::history::hour_of(now).saturating_sub(span - 1);
+        match tokio::task::spawn_blocking(move || history.rows_since(from)).await {
+            Ok(Ok(rows)) => Some(crate::telemetry::series::from_history(&rows, hours, now)),
+            Ok(Err(e)) => {
+                tracing::debug!("dashboard charts from memory: {e}");
+                None
+            }
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let view = from_db.unwrap_or_else(|| engine.telemetry.series(hours, now));
     let value = serde_json::to_value(&view).unwrap_or_else(|_| json!({}));
     json_if_changed(&headers, &value)
 }

@@ -606,3 +606,43 @@ fn llm_rotator_ui_prints_the_dashboard_url_of_the_configured_port() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_charts_come_from_the_usage_history_and_survive_a_restart() {
+    let a = Mock::start(vec![Reply::completion("hi")]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config_text("", &[P::new("alpha", &a, 1)]);
+    let env = [("ALPHA_TEST_KEY", ALPHA_KEY)];
+    let mut bin = Binary::start(dir.path(), &cfg, free_port(), &env);
+    bin.wait_ready().await;
+    for _ in 0..3 {
+        let (status, _, body) = chat(&bin, json!({"messages": []})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(), Some(0), "{}", bin.stderr());
+
+    // A new run: nothing counted in memory yet, the history has the three requests.
+    let mut bin = Binary::start(dir.path(), &cfg, free_port(), &env);
+    bin.wait_ready().await;
+    let series = get_json(&bin, "/ui/api/series?hours=2").await;
+    let alpha = series["providers"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "alpha"))
+        .unwrap_or_else(|| panic!("no alpha in {series}"));
+    let requests: u64 = alpha["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert_eq!(requests, 3, "{series}");
+    assert!(
+        alpha["latency_ms"]
+            .as_array()
+            .expect("latency")
+            .iter()
+            .any(|v| v.as_u64().is_some()),
+        "{series}"
+    );
+}

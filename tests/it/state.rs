@@ -400,7 +400,8 @@ async fn an_invalid_config_is_rejected_with_line_and_column_while_the_old_one_se
         "{last}"
     );
     assert_eq!(ask(&bin).await, (200, "alpha".to_string()));
-    let log = bin.stderr();
+    // The log is written by a background thread: wait for the line, then check it.
+    let log = bin.wait_stderr(":8:1");
     assert!(
         log.lines()
             .any(|l| l.contains("ERROR") && l.contains("rejected") && l.contains(":8:1")),
