@@ -1545,6 +1545,8 @@ pub fn route_for_embeddings(model: Option<&str>, providers: &[Arc<ProviderConfig
     }
 }
 
+/// The route a request's `model` asks for: a provider's configured model, a provider by
+/// name, or any provider when it names nothing configured.
 pub fn route_for(model: Option<&str>, providers: &[Arc<ProviderConfig>]) -> Route {
     let Some(model) = model
         .map(str::trim)

@@ -1,6 +1,10 @@
 //! All integration tests, linked into one test binary.
-// A failed expectation is how a test reports failure.
-#![allow(clippy::expect_used, clippy::unwrap_used)]
+#![expect(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a failed expectation is how a test (and its helpers) reports failure"
+)]
 
 mod background_agent;
 mod cli;

@@ -25,7 +25,10 @@ struct Server {
 
 #[zbus::interface(name = "org.freedesktop.Notifications")]
 impl Server {
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the D-Bus Notify method's eight arguments"
+    )]
     fn notify(
         &self,
         app_name: String,

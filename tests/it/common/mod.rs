@@ -2,8 +2,6 @@
 //! servers on 127.0.0.1 (scripted replies, SSE streams with delays, hangs, broken
 //! streams), the real proxy router on an ephemeral port, and the real binary.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -427,6 +425,10 @@ pub fn config_text(top: &str, providers: &[P<'_>]) -> String {
 /// An in-process proxy on 127.0.0.1:0.
 pub struct Proxy {
     pub addr: SocketAddr,
+    #[expect(
+        dead_code,
+        reason = "held so the engine lives exactly as long as the proxy"
+    )]
     pub engine: Engine,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
