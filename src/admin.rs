@@ -216,6 +216,7 @@ pub async fn reload(State(engine): State<Engine>) -> Response {
         Ok(config) => Json(json!({
             "status": "reloaded",
             "providers": config.providers.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+            "restart_needed": engine.restart_needed(),
         }))
         .into_response(),
         Err(EngineError::Config(e)) => {

@@ -110,6 +110,7 @@ pub fn prepare(opts: &ServeOptions) -> Result<Prepared> {
     let (mut config, created, config_error) = load_config(opts, &paths)?;
     if let Some(port) = opts.port {
         config.server.port = port;
+        config.server.port_override = Some(port);
     }
     let log_guard = crate::logging::init(&config.log.level, Some(&paths.log_dir));
     raise_open_files_limit();

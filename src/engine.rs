@@ -46,6 +46,8 @@ pub struct Engine {
     /// The user's choices outside the config (notifications on or off).
     pub settings: crate::settings::Settings,
     config: Arc<watch::Sender<Arc<Config>>>,
+    /// The config the agent started with: what the settings read only at start hold.
+    started: Arc<Config>,
     /// The shared upstream client.
     pub client: reqwest::Client,
     keys: Arc<dyn KeyStore>,
@@ -87,7 +89,9 @@ impl Engine {
         );
         pool.set_key_note(keys.note());
         pool.set_config_status(config_path.as_ref().map(|p| p.display().to_string()), None);
-        let (tx, _rx) = watch::channel(Arc::new(config));
+        let config = Arc::new(config);
+        let started = Arc::clone(&config);
+        let (tx, _rx) = watch::channel(config);
         Ok(Engine {
             waiting: WaitingRoom::new(pool.clone()),
             responses: Arc::default(),
@@ -96,12 +100,19 @@ impl Engine {
             settings: crate::settings::Settings::default(),
             pool,
             config: Arc::new(tx),
+            started,
             client,
             keys,
             config_path: config_path.map(Arc::new),
             reloading: Arc::new(tokio::sync::Mutex::new(())),
             last_good: None,
         })
+    }
+
+    /// Settings changed in the live config that take effect only after a restart (see
+    /// [`crate::config::restart_only_changes`]).
+    pub fn restart_needed(&self) -> Vec<&'static str> {
+        crate::config::restart_only_changes(&self.started, &self.config())
     }
 
     /// Keeps a copy of every config that loads at `path`, for starting on it when the
@@ -171,11 +182,16 @@ impl Engine {
         .map_err(|e| EngineError::Task(e.to_string()))?;
         let path_text = self.config_path.as_ref().map(|p| p.display().to_string());
         match loaded {
-            Ok((config, keys, note)) => {
-                let old = self.config();
-                if old.server.port != config.server.port || old.server.host != config.server.host {
+            Ok((mut config, keys, note)) => {
+                if let Some(port) = self.started.server.port_override {
+                    config.server.port = port;
+                    config.server.port_override = Some(port);
+                }
+                let pending = crate::config::restart_only_changes(&self.started, &config);
+                if !pending.is_empty() {
                     tracing::warn!(
-                        "server.host/server.port changed; the new address takes effect after a restart"
+                        "{} changed; the running value stays until the agent restarts",
+                        pending.join(", ")
                     );
                 }
                 self.pool

@@ -446,6 +446,40 @@ fn run(plan: &Plan) -> Result<Report, String> {
         );
     }
 
+    // The dashboard open in a browser (its state and `/metrics` read each second) next to
+    // the same chat requests with nothing else reading.
+    eprintln!("dashboard open, concurrency 1 ...");
+    {
+        let serial = || {
+            rt.block_on(async {
+                let mut c = Conn::open(paddr).await?;
+                let mut out = Vec::with_capacity(plan.serial);
+                for _ in 0..plan.serial {
+                    out.push(c.post(PROXY_PATH, &fast, None).await?);
+                }
+                Ok::<_, String>(out)
+            })
+        };
+        let (plain, cpu_plain) = cpu_during(pid, serial);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let poller = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || dashboard_poller(paddr, &stop))
+        };
+        let (open, cpu_open) = cpu_during(pid, serial);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let polls = poller.join().unwrap_or(0);
+        if let (Ok(plain), Ok(open)) = (plain, open) {
+            report.front_end(
+                &format!("chat with the dashboard open ({polls} polls)"),
+                &plain,
+                &open,
+                per(cpu_plain, plain.len()),
+                per(cpu_open, open.len()),
+            );
+        }
+    }
+
     // 1. Non-streaming, concurrency 64: latency and max req/s.
     eprintln!("non-streaming, concurrency {CONCURRENCY} ...");
     let d64 = rt.block_on(closed_loop(
@@ -720,4 +754,31 @@ fn run(plan: &Plan) -> Result<Report, String> {
     drop(mock);
     report.finish(&process::results_dir())?;
     Ok(report)
+}
+
+/// What an open dashboard does: `GET /ui/api/state` and `GET /metrics` once a second,
+/// until `stop`. Returns how many rounds it made.
+fn dashboard_poller(addr: std::net::SocketAddr, stop: &std::sync::atomic::AtomicBool) -> u32 {
+    use std::io::{Read, Write};
+    let mut rounds = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for path in ["/ui/api/state", "/metrics"] {
+            if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+                let req =
+                    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+                let mut sink = Vec::new();
+                let _ = s
+                    .write_all(req.as_bytes())
+                    .and_then(|()| s.read_to_end(&mut sink));
+            }
+        }
+        rounds += 1;
+        for _ in 0..10 {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    rounds
 }

@@ -168,6 +168,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Whether `GET /metrics` (Prometheus text format) is served; when off it is a 404.
     pub metrics: bool,
+    /// `--port` from the command line (not from the file): it wins over `port` at start
+    /// and in every reload.
+    pub port_override: Option<u16>,
 }
 
 /// `[routing]`.
@@ -451,3 +454,35 @@ pub fn remember_last_good(src: &Path, dest: &Path) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// Settings read once, when the agent starts: the listening address, what the serving
+/// threads hold every client connection to, the upstream clients' connect timeout and
+/// the shutdown grace. A reload that changes one keeps the running value until the next
+/// start; this names (by their TOML keys) those that differ between `running` and `new`.
+pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&running.server, &new.server);
+    [
+        (a.host != b.host, "server.host"),
+        (a.port != b.port, "server.port"),
+        (
+            a.header_read_timeout != b.header_read_timeout,
+            "server.header_read_timeout_secs",
+        ),
+        (a.idle_timeout != b.idle_timeout, "server.idle_timeout_secs"),
+        (
+            a.max_connections != b.max_connections,
+            "server.max_connections",
+        ),
+        (
+            a.shutdown_grace != b.shutdown_grace,
+            "server.shutdown_grace_secs",
+        ),
+        (
+            running.routing.connect_timeout != new.routing.connect_timeout,
+            "routing.connect_timeout_secs",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(changed, key)| changed.then_some(key))
+    .collect()
+}

@@ -281,6 +281,7 @@ fn validate_server(s: RawServer, text: &str) -> Result<ServerConfig, Invalid> {
             Some(v) => usize::try_from(*v.get_ref()).unwrap_or(usize::MAX),
         },
         metrics: s.metrics.unwrap_or(true),
+        port_override: None,
     })
 }
 

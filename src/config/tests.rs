@@ -290,3 +290,22 @@ fn metrics_are_served_unless_the_config_turns_them_off() {
     let off = Config::parse("[server]\nmetrics = false\n", None).expect("parses");
     assert!(!off.server.metrics);
 }
+
+#[test]
+fn a_reload_names_the_settings_that_wait_for_a_restart() {
+    let running = Config::parse(MINIMAL, None).expect("valid");
+    assert!(crate::config::restart_only_changes(&running, &running).is_empty());
+    let text = format!(
+        "[server]\nport = 8123\nmax_connections = 99\n\n[routing]\nconnect_timeout_secs = 3\ndefault_cooldown_secs = 7\n\n{MINIMAL}"
+    );
+    let new = Config::parse(&text, None).expect("valid");
+    assert_eq!(
+        crate::config::restart_only_changes(&running, &new),
+        [
+            "server.port",
+            "server.max_connections",
+            "routing.connect_timeout_secs"
+        ],
+        "a cooldown applies at once and is not listed"
+    );
+}

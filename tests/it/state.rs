@@ -356,6 +356,8 @@ async fn post_reload_and_sighup_apply_an_edit_the_watcher_did_not_see() {
     let (status, body) = post(&bin, "/reload").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["providers"], json!(["alpha"]));
+    // The port given on the command line still wins: nothing waits for a restart.
+    assert_eq!(body["restart_needed"], json!([]), "{body}");
     assert_eq!(provider_status(&bin, "alpha").await["priority"], 7);
 
     edit_unseen_by_the_watcher(tmp.path(), &cfg.replace("priority = 1", "priority = 4"));
@@ -661,4 +663,28 @@ async fn overlapping_reloads_end_on_the_newest_file() {
         engine.pool.snapshot(chrono::Utc::now()).providers[0].priority,
         3
     );
+}
+
+#[tokio::test]
+async fn a_reload_says_which_changed_settings_wait_for_a_restart() {
+    let alpha = Mock::start(vec![Reply::completion("ok")]).await;
+    let cfg = config_text("", &[P::new("alpha", &alpha, 1)]);
+    let tmp = tempfile::tempdir().expect("dir");
+    let bin = start(tmp.path(), &cfg).await;
+    let edited = config_text(
+        "[routing]\nconnect_timeout_secs = 3\ndefault_cooldown_secs = 9\n",
+        &[P::new("alpha", &alpha, 1)],
+    );
+    // Whether the watcher or this call applies it first, the answer compares with what
+    // the agent started on.
+    write_in_place(tmp.path(), &edited);
+    let (status, body) = post(&bin, "/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["restart_needed"],
+        json!(["routing.connect_timeout_secs"]),
+        "{body}"
+    );
+    bin.wait_stderr("routing.connect_timeout_secs changed; the running value stays");
+    assert_eq!(ask(&bin).await, (200, "alpha".to_string()));
 }
