@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::agent::{self, ServeOptions};
 use crate::config::Config;
-use crate::pool::{ProviderStateKind, Snapshot};
+use crate::pool::{countdown, ProviderStateKind, Snapshot};
 
 /// Keeps one OpenAI-compatible endpoint on localhost alive by rotating across LLM
 /// providers when they hit rate limits.
@@ -496,16 +496,6 @@ fn status(opts: &ServeOptions, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `m:ss` (or `h:mm:ss`) for a countdown.
-pub fn countdown(secs: u64) -> String {
-    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-    if h > 0 {
-        format!("{h}:{m:02}:{s:02}")
-    } else {
-        format!("{m}:{s:02}")
-    }
-}
-
 /// Left-aligned columns two spaces apart, one line per row (the CLI's tables).
 pub fn text_table<const N: usize>(rows: &[[String; N]]) -> String {
     let widths: Vec<usize> = (0..N)
@@ -544,14 +534,7 @@ fn status_table_at(snap: &Snapshot, now: chrono::DateTime<chrono::Utc>) -> Strin
         "MODEL".into(),
     ]];
     for p in snap.by_priority() {
-        let state = match p.state {
-            ProviderStateKind::Ready => "ready",
-            ProviderStateKind::CoolingDown => "cooling down",
-            ProviderStateKind::Disabled => "disabled",
-            ProviderStateKind::NoKey => "no key",
-            ProviderStateKind::AuthFailed => "key rejected",
-            ProviderStateKind::ModelRetired => "model retired",
-        };
+        let state = p.state.words();
         let cooldown = if p.is_rate_limited {
             countdown(p.cooldown_remaining_secs)
         } else {

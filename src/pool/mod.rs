@@ -34,7 +34,9 @@ use crate::secrets::{ApiKey, ProviderKey};
 use crate::upstream::limits::Budget;
 use crate::upstream::scrub::KeyMask;
 
-pub use snapshot::{ConfigSnapshot, KeySnapshot, ProviderSnapshot, ProviderStateKind, Snapshot};
+pub use snapshot::{
+    countdown, ConfigSnapshot, KeySnapshot, ProviderSnapshot, ProviderStateKind, Snapshot,
+};
 
 /// Which providers a request may go to, decided from its `model` field.
 #[derive(Debug, Clone, PartialEq, Eq)]

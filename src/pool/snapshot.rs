@@ -37,6 +37,29 @@ impl ProviderStateKind {
             ProviderStateKind::ModelRetired => "model_retired",
         }
     }
+
+    /// The words people read, the same in `llm-rotator status` and the menu (see the
+    /// glossary at the top of the crate).
+    pub fn words(self) -> &'static str {
+        match self {
+            ProviderStateKind::Ready => "ready",
+            ProviderStateKind::CoolingDown => "cooling down",
+            ProviderStateKind::Disabled => "disabled",
+            ProviderStateKind::NoKey => "no key",
+            ProviderStateKind::AuthFailed => "key rejected",
+            ProviderStateKind::ModelRetired => "model retired",
+        }
+    }
+}
+
+/// A time left as people read it in the CLI and the menu: `2:41`, `1:01:01`.
+pub fn countdown(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
 }
 
 /// One key of a provider, never the key itself.

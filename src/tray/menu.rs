@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::cli::countdown;
 use crate::headroom;
+use crate::pool::countdown;
 use crate::pool::{ProviderSnapshot, ProviderStateKind, Snapshot};
 
 /// Longest detail line (last error, notices) before it is cut with "…".
@@ -275,14 +275,14 @@ pub fn failing(p: &ProviderSnapshot) -> Option<&str> {
 pub fn state_text(p: &ProviderSnapshot) -> String {
     match p.state {
         ProviderStateKind::Ready if failing(p).is_some() => "failing".into(),
-        ProviderStateKind::Ready => "ready".into(),
         ProviderStateKind::CoolingDown => {
-            format!("cooling down {}", countdown(p.cooldown_remaining_secs))
+            format!(
+                "{} {}",
+                p.state.words(),
+                countdown(p.cooldown_remaining_secs)
+            )
         }
-        ProviderStateKind::Disabled => "disabled".into(),
-        ProviderStateKind::NoKey => "no key".into(),
-        ProviderStateKind::AuthFailed => "key rejected".into(),
-        ProviderStateKind::ModelRetired => "model retired".into(),
+        other => other.words().into(),
     }
 }
 
