@@ -322,6 +322,9 @@ pub async fn rotate_with(
                 }
                 // A failure status: read the (small) error body to classify it.
                 let headers = resp.headers().clone();
+                if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    note_headroom(engine, &attempt, &headers);
+                }
                 let err_body = match tokio::time::timeout(
                     routing.first_byte_timeout,
                     read_capped(resp, ERROR_BODY_MAX),
@@ -732,6 +735,16 @@ fn proactive_rotation(engine: &Engine, attempt: &Attempt, headers: &reqwest::hea
             .cooldown(&attempt.provider.name, Reason::AllowanceUsed);
     }
     // The usual case, a provider that says nothing, costs no lock.
+    if budget.tokens.is_some() || !budget.reading.is_empty() {
+        engine.pool.note_limits(attempt, &budget, now);
+    }
+}
+
+/// What a 429's rate-limit headers say is left (often "0 until 02:00"), kept as the key's
+/// headroom; the cooldown itself is the classifier's.
+fn note_headroom(engine: &Engine, attempt: &Attempt, headers: &reqwest::header::HeaderMap) {
+    let now = Utc::now();
+    let budget = limits::budget(attempt.provider.quirks.kind, headers, now);
     if budget.tokens.is_some() || !budget.reading.is_empty() {
         engine.pool.note_limits(attempt, &budget, now);
     }

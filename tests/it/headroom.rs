@@ -137,3 +137,45 @@ async fn status_and_the_cli_tell_what_is_left_from_provider_headers_and_from_a_c
     let counted_row = out.lines().find(|l| l.starts_with("counted")).unwrap();
     assert!(counted_row.contains("cooling down"), "{out}");
 }
+
+#[tokio::test]
+async fn a_429_s_rate_limit_headers_become_the_key_s_headroom() {
+    let groq = Mock::start(vec![Reply::json_with(
+        429,
+        &[
+            ("x-ratelimit-limit-requests", "1000"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "2h0m0s"),
+            ("retry-after", "60"),
+        ],
+        json!({"error": {"message": "Rate limit reached for requests per day", "type": "requests", "code": "rate_limit_exceeded"}}),
+    )])
+    .await;
+    let backup = Mock::start(vec![Reply::completion("from backup")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_text(
+        "",
+        &[
+            P::new("groq", &groq, 1).extra("kind = \"groq\""),
+            P::new("backup", &backup, 2),
+        ],
+    );
+    let mut bin = Binary::start(
+        dir.path(),
+        &cfg,
+        free_port(),
+        &[
+            ("GROQ_TEST_KEY", "kg-000000000000"),
+            ("BACKUP_TEST_KEY", "kb-000000000000"),
+        ],
+    );
+    bin.wait_ready().await;
+    // The request rotates to the backup; groq's 429 said what it has left.
+    let (code, headers, _) = chat(&bin, json!({"messages": []})).await;
+    assert_eq!(code, 200);
+    assert_eq!(headers["x-provider"], "backup");
+    let status = get_json(&bin, "/status").await;
+    let left = left_today(&status, "groq");
+    assert_eq!(left["left"], 0, "{status}");
+    assert_eq!(left["source"], "provider", "{status}");
+}
