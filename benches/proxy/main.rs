@@ -418,16 +418,7 @@ fn run(plan: &Plan) -> Result<Report, String> {
     for (name, path, body) in front_end_requests() {
         let serial = |path: &'static str, body: Bytes| {
             let rt = &rt;
-            move || {
-                rt.block_on(async {
-                    let mut c = Conn::open(paddr).await?;
-                    let mut out = Vec::with_capacity(plan.serial);
-                    for _ in 0..plan.serial {
-                        out.push(c.post(path, &body, None).await?);
-                    }
-                    Ok::<_, String>(out)
-                })
-            }
+            move || rt.block_on(serial_posts(paddr, path, &body, plan.serial))
         };
         let (chat, cpu_chat) = cpu_during(pid, serial(PROXY_PATH, fast.clone()));
         let (other, cpu_other) = cpu_during(pid, serial(path, body));
@@ -450,24 +441,15 @@ fn run(plan: &Plan) -> Result<Report, String> {
     // the same chat requests with nothing else reading.
     eprintln!("dashboard open, concurrency 1 ...");
     {
-        let serial = || {
-            rt.block_on(async {
-                let mut c = Conn::open(paddr).await?;
-                let mut out = Vec::with_capacity(plan.serial);
-                for _ in 0..plan.serial {
-                    out.push(c.post(PROXY_PATH, &fast, None).await?);
-                }
-                Ok::<_, String>(out)
-            })
-        };
+        let serial = || rt.block_on(serial_posts(paddr, PROXY_PATH, &fast, plan.serial));
         let (plain, cpu_plain) = cpu_during(pid, serial);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let poller = {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || dashboard_poller(paddr, &stop))
         };
         let (open, cpu_open) = cpu_during(pid, serial);
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
         let polls = poller.join().unwrap_or(0);
         if let (Ok(plain), Ok(open)) = (plain, open) {
             report.front_end(
@@ -756,12 +738,27 @@ fn run(plan: &Plan) -> Result<Report, String> {
     Ok(report)
 }
 
+/// `n` requests one after another on one connection to `addr`.
+async fn serial_posts(
+    addr: SocketAddr,
+    path: &str,
+    body: &Bytes,
+    n: usize,
+) -> Result<Vec<Timing>, String> {
+    let mut c = Conn::open(addr).await?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(c.post(path, body, None).await?);
+    }
+    Ok(out)
+}
+
 /// What an open dashboard does: `GET /ui/api/state` and `GET /metrics` once a second,
 /// until `stop`. Returns how many rounds it made.
-fn dashboard_poller(addr: std::net::SocketAddr, stop: &std::sync::atomic::AtomicBool) -> u32 {
+fn dashboard_poller(addr: SocketAddr, stop: &AtomicBool) -> u32 {
     use std::io::{Read, Write};
     let mut rounds = 0;
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         for path in ["/ui/api/state", "/metrics"] {
             if let Ok(mut s) = std::net::TcpStream::connect(addr) {
                 let req =
@@ -774,7 +771,7 @@ fn dashboard_poller(addr: std::net::SocketAddr, stop: &std::sync::atomic::Atomic
         }
         rounds += 1;
         for _ in 0..10 {
-            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if stop.load(Ordering::Relaxed) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));

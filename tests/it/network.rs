@@ -2,8 +2,6 @@
 //! system bus, and NetworkManager's `StateChanged` signal sent on it (disconnected, then
 //! connected) ends a transient cooldown at once, as a wake from sleep does.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -13,28 +11,14 @@ use crate::common::*;
 #[tokio::test]
 async fn networkmanager_saying_connected_again_ends_transient_cooldowns() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("system-bus");
-    let Ok(mut daemon) = Command::new("dbus-daemon")
-        .arg("--session")
-        .arg("--nofork")
-        .arg("--nopidfile")
-        .arg(format!("--address=unix:path={}", socket.display()))
-        .arg("--print-address=1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
+    let Some(bus) = PrivateBus::start(dir.path()) else {
         skip(
             "networkmanager_saying_connected_again_ends_transient_cooldowns",
             "dbus-daemon is not installed (Debian package dbus)",
         );
         return;
     };
-    let mut address = String::new();
-    BufReader::new(daemon.stdout.take().unwrap())
-        .read_line(&mut address)
-        .unwrap();
-    let address = address.trim().to_string();
+    let address = bus.address.clone();
 
     let down = Mock::start(vec![Reply::json(
         503,
@@ -94,6 +78,4 @@ async fn networkmanager_saying_connected_again_ends_transient_cooldowns() {
         assert!(Instant::now() < deadline, "the cooldown did not end");
     }
     bin.wait_stderr("the network is back; 1 key is back from transient cooldowns");
-    let _ = daemon.kill();
-    let _ = daemon.wait();
 }

@@ -7,8 +7,6 @@
 //! them off and stays off across a restart.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,43 +57,6 @@ impl Server {
     }
 }
 
-/// A private session bus; killed when dropped.
-struct Bus {
-    child: Child,
-    address: String,
-}
-
-impl Bus {
-    fn start(dir: &std::path::Path) -> Option<Bus> {
-        let socket = dir.join("bus");
-        let mut child = Command::new("dbus-daemon")
-            .arg("--session")
-            .arg("--nofork")
-            .arg("--nopidfile")
-            .arg(format!("--address=unix:path={}", socket.display()))
-            .arg("--print-address=1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take()?)
-            .read_line(&mut line)
-            .ok()?;
-        Some(Bus {
-            child,
-            address: line.trim().to_string(),
-        })
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn ask(bin: &Binary) -> u16 {
     client()
         .post(bin.url("/v1/chat/completions"))
@@ -131,7 +92,7 @@ async fn settle(received: &Received, n: usize) -> Vec<(String, String, String)> 
 #[tokio::test]
 async fn each_trigger_notifies_once_on_the_session_bus_and_not_again_within_the_hour() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(bus) = Bus::start(dir.path()) else {
+    let Some(bus) = PrivateBus::start(dir.path()) else {
         skip(
             "each_trigger_notifies_once_on_the_session_bus",
             "dbus-daemon is not installed (Debian package dbus)",

@@ -3,6 +3,7 @@
 //! streams), the real proxy router on an ephemeral port, and the real binary.
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -750,6 +751,46 @@ impl Binary {
 }
 
 impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private `dbus-daemon` (standing in for the session or the system bus); killed when
+/// dropped. `None` where `dbus-daemon` is not installed.
+pub struct PrivateBus {
+    child: std::process::Child,
+    /// Its address, for `DBUS_SESSION_BUS_ADDRESS` or `DBUS_SYSTEM_BUS_ADDRESS`.
+    pub address: String,
+}
+
+impl PrivateBus {
+    /// Starts one with its socket in `dir`.
+    pub fn start(dir: &Path) -> Option<PrivateBus> {
+        let socket = dir.join("bus");
+        let mut child = Command::new("dbus-daemon")
+            .arg("--session")
+            .arg("--nofork")
+            .arg("--nopidfile")
+            .arg(format!("--address=unix:path={}", socket.display()))
+            .arg("--print-address=1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take()?)
+            .read_line(&mut line)
+            .ok()?;
+        Some(PrivateBus {
+            child,
+            address: line.trim().to_string(),
+        })
+    }
+}
+
+impl Drop for PrivateBus {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
