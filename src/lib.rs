@@ -15,13 +15,15 @@
 //! | [`frontends`] | `/v1/responses` and `/v1/messages` translated onto the rotation core | talk to providers directly |
 //! | [`server`], [`admin`], [`ui`] | the HTTP edge: accept loop, guards, admin routes, dashboard | change state except through the engine |
 //! | [`telemetry`], [`history`] | counters for `/metrics` and the dashboard; the usage database | sit on the request path beyond a counter bump |
+//! | [`headroom`] | what each key has left and when it runs out, from headers or configured limits (pure) | do I/O |
+//! | [`notify`], [`settings`] | desktop notifications decided from successive snapshots; the user's choices outside the config | block a request or the menu |
 //! | [`state`] | persistence of the pool (`state.json`) | be "the state": that is the pool |
 //! | [`catalog`], [`doctor`], [`strict`] | model catalogs; "Test connection"; the Osaurus strict decoder | |
 //! | [`secrets`], [`keys_cli`] | the key store (Keychain / Secret Service / env) and `llm-rotator keys` | log a key |
 //! | [`cli`], [`browser`] | subcommands and their output; opening the dashboard | |
 //! | [`tray`] | the menu-bar app on the main thread; `menu.rs` is a pure snapshot → menu model | mutate the pool directly |
 //! | [`service`] | launchd (macOS) and systemd (Linux) start-at-login | |
-//! | [`paths`], [`files`], [`logging`], [`watcher`], [`wake`], [`memory`] | file locations; capped reads and atomic writes; the log writer; config watching; sleep detection; giving memory back | |
+//! | [`paths`], [`files`], [`logging`], [`watcher`], [`wake`], [`network`], [`memory`] | file locations; capped reads and atomic writes; the log writer; config watching; sleep and network-change detection; giving memory back | |
 //!
 //! A request's path: [`server`] accepts the connection and checks the guards →
 //! [`proxy`] (or [`frontends`]) parses the body → [`proxy::rotate`] picks a key from the
