@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::paths::Paths;
+use crate::ready::ReadyFile;
 use crate::secrets::{KeyStore, SystemKeys};
 use crate::server::{self, ServeError};
 
@@ -23,14 +24,18 @@ pub struct ServeOptions {
     pub config: Option<PathBuf>,
     /// `--data-dir` / `LLM_ROTATOR_DATA_DIR`.
     pub data_dir: Option<PathBuf>,
-    /// `--port`.
+    /// `--port` (0: any free port, which the agent then reports; see
+    /// [`crate::ready`]).
     pub port: Option<u16>,
+    /// `--ready-file`: where to write the address the agent listens on.
+    pub ready_file: Option<PathBuf>,
 }
 
 /// Resolves paths; log files go to `LLM_ROTATOR_LOG_DIR`, else `<data-dir>/logs` when a
 /// data dir was given, else the platform log dir.
 pub fn resolve_paths(opts: &ServeOptions) -> Result<Paths> {
     let mut paths = Paths::resolve(opts.config.clone(), opts.data_dir.clone())?;
+    paths.ready_file.clone_from(&opts.ready_file);
     if let Some(dir) = std::env::var_os("LLM_ROTATOR_LOG_DIR") {
         paths.log_dir = PathBuf::from(dir);
     } else if let Some(d) = &opts.data_dir {
@@ -245,16 +250,53 @@ pub fn serve_in_background(
     })
 }
 
-/// Builds the engine, binds and serves until `shutdown`. With `on_started` (the menu-bar
+/// Makes `config` name the port the agent listens on: when 0 (any free port) was asked
+/// for, by `--port` or by the file, everything that reads the config (`/status`, the
+/// menu, the dashboard's address, reloads) sees the port the system picked. A fixed port
+/// is left as it is.
+fn settle_port(config: &mut Config, bound: u16) {
+    if config.server.port == 0 {
+        config.server.port = bound;
+        if config.server.port_override.is_some() {
+            config.server.port_override = Some(bound);
+        }
+    }
+}
+
+/// Binds, builds the engine and serves until `shutdown`. With `on_started` (the menu-bar
 /// app) a port that cannot be bound is reported there instead of ending the agent.
 async fn serve_async(
-    config: Config,
+    mut config: Config,
     paths: Paths,
     config_error: Option<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_started: Option<OnStarted>,
 ) -> Result<()> {
+    // Cleared before binding, so whoever waits on it never reads an earlier run's address.
+    let ready = match &paths.ready_file {
+        Some(path) => Some(ReadyFile::clear(path).await?),
+        None => None,
+    };
+    // Bound before the engine is built, so the engine starts with the port actually bound
+    // (see `settle_port`); connections that arrive meanwhile wait in the listen queue.
     let addr = SocketAddr::new(config.server.host, config.server.port);
+    let bound = server::bind(addr).await.and_then(|listener| {
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Ok((listener, local))
+    });
+    let (listener, bind_error) = match (bound, on_started.is_some()) {
+        (Ok((listener, local)), _) => {
+            settle_port(&mut config, local.port());
+            (Some(listener), None)
+        }
+        (Err(e), false) => return Err(e.into()),
+        (Err(e), true) => {
+            tracing::error!("{e}");
+            (None, Some(e))
+        }
+    };
     let grace = config.server.shutdown_grace;
     let store = key_store();
     let config_path = paths.config.clone();
@@ -275,15 +317,9 @@ async fn serve_async(
     .await
     .context("engine start-up task failed")?
     .context("cannot build the HTTP client")?;
-    let bound = server::bind(addr).await;
-    let (listener, bind_error) = match (bound, on_started.is_some()) {
-        (Ok(l), _) => (Some(l), None),
-        (Err(e), false) => return Err(e.into()),
-        (Err(e), true) => {
-            tracing::error!("{e}");
-            (None, Some(e))
-        }
-    };
+    if let (Some(ready), Some(_)) = (&ready, &listener) {
+        ready.announce(&engine.config().admin_url()).await?;
+    }
     let state = crate::state::start(&engine, &paths.data_dir).await;
     // Only an agent that serves keeps history: a second copy that could not bind its
     // port leaves the first one's database alone.
@@ -344,6 +380,9 @@ async fn serve_async(
     watcher.stop().await;
     catalogs.stop().await;
     state.shutdown().await;
+    if let Some(ready) = ready {
+        ready.withdraw().await;
+    }
     tracing::info!("stopped");
     Ok(result?)
 }
@@ -389,5 +428,32 @@ async fn reload_on_sighup(engine: Engine) {
     #[cfg(not(unix))]
     {
         let _ = engine;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_of_zero_becomes_the_bound_port_and_a_fixed_port_stays() {
+        let mut from_file = Config::parse("[server]\nport = 0\n", None).expect("config");
+        settle_port(&mut from_file, 49321);
+        assert_eq!(from_file.server.port, 49321);
+        assert_eq!(from_file.server.port_override, None);
+        assert_eq!(from_file.admin_url(), "http://127.0.0.1:49321");
+
+        let mut from_cli = Config::builtin().expect("builtin");
+        from_cli.server.port = 0;
+        from_cli.server.port_override = Some(0);
+        settle_port(&mut from_cli, 49321);
+        assert_eq!(from_cli.server.port, 49321);
+        assert_eq!(from_cli.server.port_override, Some(49321));
+
+        let mut fixed = Config::parse("[server]\nport = 8123\n", None).expect("config");
+        fixed.server.port_override = Some(8123);
+        let before = fixed.clone();
+        settle_port(&mut fixed, 8123);
+        assert_eq!(fixed.server, before.server);
     }
 }

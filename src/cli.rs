@@ -34,15 +34,21 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent (menu-bar app where a display is available; else like `serve`).
     Run {
-        /// Port to listen on (overrides server.port).
+        /// Port to listen on (overrides server.port; 0: any free port).
         #[arg(long)]
         port: Option<u16>,
+        /// Once listening, write the address (`http://127.0.0.1:PORT`) to this file.
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
     },
     /// Run the proxy in the foreground, headless.
     Serve {
-        /// Port to listen on (overrides server.port).
+        /// Port to listen on (overrides server.port; 0: any free port).
         #[arg(long)]
         port: Option<u16>,
+        /// Once listening, write the address (`http://127.0.0.1:PORT`) to this file.
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
     },
     /// Show the running instance's providers.
     Status {
@@ -156,12 +162,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         config: cli.config.clone(),
         data_dir: cli.data_dir.clone(),
         port,
+        ready_file: None,
+    };
+    let agent_opts = |port, ready_file: &Option<PathBuf>| ServeOptions {
+        ready_file: ready_file.clone(),
+        ..opts(port)
     };
     match &cli.command {
         None => crate::tray::run(&opts(None)).map(|()| ExitCode::SUCCESS),
-        Some(Command::Run { port }) => crate::tray::run(&opts(*port)).map(|()| ExitCode::SUCCESS),
-        Some(Command::Serve { port }) => {
-            agent::serve_blocking(&opts(*port)).map(|()| ExitCode::SUCCESS)
+        Some(Command::Run { port, ready_file }) => {
+            crate::tray::run(&agent_opts(*port, ready_file)).map(|()| ExitCode::SUCCESS)
+        }
+        Some(Command::Serve { port, ready_file }) => {
+            agent::serve_blocking(&agent_opts(*port, ready_file)).map(|()| ExitCode::SUCCESS)
         }
         Some(Command::Service { action }) => Ok(crate::service::command(action)?),
         Some(Command::Status { json, port }) => status(&opts(*port), *json),
@@ -224,12 +237,15 @@ fn config_check(opts: &ServeOptions, file: Option<&PathBuf>) -> Result<ExitCode>
     };
     let config = Config::load(&path)?;
     let with_keys = config.providers.iter().filter(|p| p.enabled).count();
+    let serving_on = match config.server.port {
+        0 => "a free port picked at start".to_string(),
+        _ => config.endpoint_url(),
+    };
     println!(
-        "{}: ok ({} providers, {} enabled; serving on {})",
+        "{}: ok ({} providers, {} enabled; serving on {serving_on})",
         path.display(),
         config.providers.len(),
         with_keys,
-        config.endpoint_url()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -245,11 +261,18 @@ pub(crate) fn config_for_client(opts: &ServeOptions) -> Result<Config> {
 }
 
 /// The config of the running instance a one-shot command talks to: the file it would
-/// use, with `--port` applied.
+/// use, with `--port` applied. Port 0 names no instance (an agent asked for it listens
+/// on the port the system picked), so it is refused with where to find the real one.
 pub(crate) fn instance_config(opts: &ServeOptions) -> Result<Config> {
     let mut config = config_for_client(opts)?;
     if let Some(port) = opts.port {
         config.server.port = port;
+    }
+    if config.server.port == 0 {
+        anyhow::bail!(
+            "port 0 names no running instance: an agent started on port 0 listens on a free port it picks itself; \
+             pass that port with --port (the agent writes it to its --ready-file and logs it as \"serving on\")"
+        );
     }
     Ok(config)
 }

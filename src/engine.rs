@@ -187,6 +187,11 @@ impl Engine {
                     config.server.port = port;
                     config.server.port_override = Some(port);
                 }
+                // A file asking for any free port (0) is content with the one bound at
+                // start: no restart is needed for it.
+                if config.server.port == 0 {
+                    config.server.port = self.started.server.port;
+                }
                 let pending = crate::config::restart_only_changes(&self.started, &config);
                 if !pending.is_empty() {
                     tracing::warn!(

@@ -24,6 +24,7 @@
 //! | [`tray`] | the menu-bar app on the main thread; `menu.rs` is a pure snapshot → menu model | mutate the pool directly |
 //! | [`service`] | launchd (macOS) and systemd (Linux) start-at-login | |
 //! | [`paths`], [`files`], [`logging`], [`watcher`], [`wake`], [`network`], [`memory`] | file locations; capped reads and atomic writes; the log writer; config watching; sleep and network-change detection; giving memory back | |
+//! | [`ready`] | the ready file: the address the agent listens on, for whoever started it with `--port 0` | |
 //!
 //! A request's path: [`server`] accepts the connection and checks the guards →
 //! [`proxy`] (or [`frontends`]) parses the body → [`proxy::rotate`] picks a key from the
@@ -66,6 +67,7 @@ pub mod notify;
 pub mod paths;
 pub mod pool;
 pub mod proxy;
+pub mod ready;
 pub mod secrets;
 pub mod server;
 pub mod service;

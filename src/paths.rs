@@ -1,7 +1,8 @@
-//! Every file location the agent uses, in one place: config, data (state), logs and the
-//! login-agent files. Defaults follow each platform's conventions through `directories`
-//! (macOS: ~/Library/Application Support/llm-rotator, ~/Library/Logs/llm-rotator; Linux:
-//! XDG config/data/state dirs); `--config`/`--data-dir` and their env vars override them.
+//! Every file location the agent uses, in one place: config, data (state), logs, the
+//! ready file and the login-agent files. Defaults follow each platform's conventions
+//! through `directories` (macOS: ~/Library/Application Support/llm-rotator,
+//! ~/Library/Logs/llm-rotator; Linux: XDG config/data/state dirs); `--config`/`--data-dir`
+//! and their env vars override them.
 
 use std::path::PathBuf;
 
@@ -14,6 +15,9 @@ pub struct Paths {
     pub data_dir: PathBuf,
     /// The log dir.
     pub log_dir: PathBuf,
+    /// Where the agent writes the address it listens on once it does (`--ready-file`;
+    /// see [`crate::ready`]); none by default.
+    pub ready_file: Option<PathBuf>,
 }
 
 /// Errors resolving paths.
@@ -60,6 +64,7 @@ impl Paths {
             config,
             data_dir,
             log_dir,
+            ready_file: None,
         })
     }
 }

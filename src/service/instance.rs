@@ -1,8 +1,9 @@
 //! One agent per port: before `run` starts serving it asks the configured port's `/health`
-//! who is there. llm-rotator answering means a copy already runs (e.g. the login agent
-//! next to one opened by hand), so this one says so and exits 0 (launchd's
-//! `KeepAlive {SuccessfulExit = false}` then leaves it stopped); any other program is an
-//! error that names the port and the config key to change.
+//! who is there (unless it asks for any free port, `--port 0`). llm-rotator answering
+//! means a copy already runs (e.g. the login agent next to one opened by hand), so this
+//! one says so and exits 0 (launchd's `KeepAlive {SuccessfulExit = false}` then leaves it
+//! stopped); any other program is an error that names the port and the config key to
+//! change.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -62,7 +63,11 @@ pub fn classify_health(status: u16, body: &str) -> Probe {
 }
 
 /// Asks `config`'s port who is there (blocking; call before the server's runtime starts).
+/// Port 0 asks for any free port: no copy can hold a port not picked yet, so it is free.
 pub fn probe(config: &Config) -> Result<Probe, InstanceError> {
+    if config.server.port == 0 {
+        return Ok(Probe::Free);
+    }
     let url = format!("{}/health", config.admin_url());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -157,6 +162,13 @@ mod tests {
             classify_health(404, "not found"),
             Probe::Foreign { .. }
         ));
+    }
+
+    #[test]
+    fn an_agent_asking_for_any_free_port_finds_no_copy_running() {
+        let mut config = Config::builtin().expect("builtin");
+        config.server.port = 0;
+        assert_eq!(probe(&config).expect("probe"), Probe::Free);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The proxy on a background thread, as the menu-bar app runs it: it reports its engine,
-//! serves real requests until asked to stop, and reports a port held by another program
-//! instead of ending (so the tray can show the fix).
+//! The proxy on a background thread, as the menu-bar app runs it: it reports its engine
+//! (with the port it bound when the config asks for any free port), serves real requests
+//! until asked to stop, and reports a port held by another program instead of ending (so
+//! the tray can show the fix).
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ fn start(
         config: path,
         data_dir: dir.join("data"),
         log_dir: dir.join("logs"),
+        ready_file: Some(dir.join("ready")),
     };
     let (started_tx, started_rx) = mpsc::channel();
     let (stopped_tx, stopped_rx) = mpsc::channel();
@@ -55,13 +57,26 @@ fn background_agent_serves_until_asked_to_stop() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mock = rt.block_on(Mock::start(vec![Reply::completion("from alpha")]));
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (mut bg, started, stopped) = start(dir.path(), port, &mock);
+    // Port 0: any free port; the engine's config names the one bound.
+    let (mut bg, started, stopped) = start(dir.path(), 0, &mock);
     let s = started
         .recv_timeout(PATIENCE)
         .expect("the agent reports its start");
     assert!(s.bind_error.is_none());
     assert_eq!(s.engine.pool.snapshot(chrono::Utc::now()).ready_count(), 1);
+    let config = s.engine.config();
+    let port = config.server.port;
+    assert_ne!(port, 0);
+    assert_eq!(
+        config.endpoint_url(),
+        format!("http://localhost:{port}/v1"),
+        "the menu's address"
+    );
+    let ready = dir.path().join("ready");
+    assert_eq!(
+        std::fs::read_to_string(&ready).unwrap(),
+        format!("http://127.0.0.1:{port}\n")
+    );
 
     let body = rt.block_on(async {
         let resp = client()
@@ -85,6 +100,7 @@ fn background_agent_serves_until_asked_to_stop() {
         .recv_timeout(PATIENCE)
         .expect("the agent reports its stop");
     bg.join().unwrap();
+    assert!(!ready.exists(), "the ready file goes with the agent");
     // The port is free again.
     std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
 }
