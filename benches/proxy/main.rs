@@ -146,7 +146,7 @@ fn front_end_requests() -> Vec<(&'static str, &'static str, Bytes)> {
     ]
 }
 
-fn proxy_config(mock: &Mock, plan: &Plan, port: u16) -> String {
+fn proxy_config(mock: &Mock, plan: &Plan) -> String {
     let m = mock.base();
     let provider = |name: &str, path: &str, model: &str, priority: u32, extra: &str| {
         format!(
@@ -156,7 +156,7 @@ fn proxy_config(mock: &Mock, plan: &Plan, port: u16) -> String {
     };
     [
         format!(
-            "[server]\nhost = \"127.0.0.1\"\nport = {port}\n\n[log]\nlevel = \"{}\"\n",
+            "[server]\nhost = \"127.0.0.1\"\n\n[log]\nlevel = \"{}\"\n",
             plan.log_level
         ),
         provider("fast", "/json/v1", "fast", 1, ""),
@@ -342,15 +342,14 @@ fn run(plan: &Plan) -> Result<Report, String> {
         .build()
         .map_err(|e| format!("load runtime: {e}"))?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let port = process::free_port().map_err(|e| e.to_string())?;
-    let config = proxy_config(&mock, plan, port);
+    let config = proxy_config(&mock, plan);
 
     // 5. Start-up: spawn to first 200 on /health, several cold starts.
     eprintln!("start-up ...");
     let mut startups = Vec::new();
     let mut proxy = None;
     for i in 0..plan.startups {
-        let p = Proxy::start(exe, dir.path(), &config, port)?;
+        let p = Proxy::start(exe, dir.path(), &config)?;
         startups.push(p.startup);
         if i + 1 == plan.startups {
             proxy = Some(p);

@@ -17,20 +17,22 @@ pub struct Proxy {
     pub startup: Duration,
 }
 
-/// A free port on 127.0.0.1 (bound, then released for the proxy to take).
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// The address in a ready file (`http://127.0.0.1:PORT`), once it is there.
+fn reported_addr(ready: &Path) -> Option<SocketAddr> {
+    let text = std::fs::read_to_string(ready).ok()?;
+    text.trim().strip_prefix("http://")?.parse().ok()
 }
 
 impl Proxy {
-    /// Starts `exe serve` with this config in `dir`, and waits for `/health` to answer 200.
-    pub fn start(exe: &Path, dir: &Path, config: &str, port: u16) -> Result<Proxy, String> {
+    /// Starts `exe serve` with this config in `dir` on a port it picks (`--port 0`, read
+    /// from its ready file), and waits for `/health` to answer 200.
+    pub fn start(exe: &Path, dir: &Path, config: &str) -> Result<Proxy, String> {
         let cfg = dir.join("config.toml");
         std::fs::write(&cfg, config).map_err(|e| format!("write config: {e}"))?;
         let log = std::fs::File::create(dir.join("stderr.log")).map_err(|e| e.to_string())?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // An earlier start killed in this dir left its address behind.
+        let ready = dir.join("ready");
+        let _ = std::fs::remove_file(&ready);
         let mut cmd = Command::new(exe);
         cmd.arg("serve")
             .arg("--config")
@@ -38,7 +40,9 @@ impl Proxy {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--port")
-            .arg(port.to_string())
+            .arg("0")
+            .arg("--ready-file")
+            .arg(&ready)
             .env_remove("RUST_LOG")
             .env("BENCH_KEY", "sk-bench-0000000000000000000000000000")
             .stdin(Stdio::null())
@@ -49,8 +53,12 @@ impl Proxy {
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", exe.display()))?;
         let deadline = started + Duration::from_secs(20);
+        let mut addr = None;
         loop {
-            if health_ok(addr) {
+            if addr.is_none() {
+                addr = reported_addr(&ready);
+            }
+            if let Some(addr) = addr.filter(|a| health_ok(*a)) {
                 return Ok(Proxy {
                     child,
                     addr,

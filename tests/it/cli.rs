@@ -17,9 +17,8 @@ async fn status_shows_a_table_of_the_running_instance_and_the_rotation() {
     )])
     .await;
     let b = Mock::start(vec![Reply::completion("ok")]).await;
-    let port = free_port();
     let cfg = config_text(
-        &format!("[server]\nport = {port}\n"),
+        "",
         &[
             P::new("alpha", &a, 1),
             P::new("beta", &b, 2),
@@ -29,7 +28,6 @@ async fn status_shows_a_table_of_the_running_instance_and_the_rotation() {
     let mut bin = Binary::start(
         dir.path(),
         &cfg,
-        port,
         &[
             ("ALPHA_TEST_KEY", "ka-000000000000"),
             ("BETA_TEST_KEY", "kb-000000000000"),
@@ -43,7 +41,9 @@ async fn status_shows_a_table_of_the_running_instance_and_the_rotation() {
         .await
         .unwrap();
     assert_eq!(resp.headers()["x-provider"], "beta");
-    let config = dir.path().join("config.toml");
+    // The CLI finds the running instance through the port its config file names.
+    let config = dir.path().join("client.toml");
+    std::fs::write(&config, format!("[server]\nport = {}\n", bin.port())).unwrap();
     let (code, out, err) = cli(&["status", "--config", config.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
@@ -59,7 +59,7 @@ async fn status_shows_a_table_of_the_running_instance_and_the_rotation() {
     assert!(gamma.contains("no key"), "{out}");
     // A config that names another port, with the running one given by --port.
     let other = dir.path().join("other.toml");
-    std::fs::write(&other, format!("[server]\nport = {}\n", free_port())).unwrap();
+    std::fs::write(&other, "[server]\nport = 1\n").unwrap();
     let (code, json_out, _) = cli(
         &[
             "status",
@@ -67,7 +67,7 @@ async fn status_shows_a_table_of_the_running_instance_and_the_rotation() {
             "--config",
             other.to_str().unwrap(),
             "--port",
-            &port.to_string(),
+            &bin.port().to_string(),
         ],
         &[],
     );
@@ -85,7 +85,6 @@ async fn status_shows_a_table_of_the_running_instance_and_the_rotation() {
 async fn first_run_writes_the_commented_default_config_and_serves() {
     let home = tempfile::tempdir().unwrap();
     let xdg = home.path().join("config");
-    let port = free_port();
     let env = [
         ("HOME", home.path().to_str().unwrap()),
         ("XDG_CONFIG_HOME", xdg.to_str().unwrap()),
@@ -107,34 +106,20 @@ async fn first_run_writes_the_commented_default_config_and_serves() {
     assert_eq!(code, 0);
     let path = path.trim().to_string();
     assert!(path.ends_with("llm-rotator/config.toml"), "{path}");
-    let mut child = Command::new(Binary::exe())
-        .args(["serve", "--port", &port.to_string()])
+    let child = Command::new(Binary::exe())
+        .arg("serve")
+        .args(Binary::any_port_args(home.path()))
         .envs(env)
         .env_remove("LLM_ROTATOR_CONFIG")
         .env_remove("LLM_ROTATOR_DATA_DIR")
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let url = format!("http://127.0.0.1:{port}/health");
-    let mut ok = false;
-    for _ in 0..500 {
-        if let Ok(r) = client().get(&url).send().await {
-            ok = r.status() == 200;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let models: serde_json::Value = client()
-        .get(format!("http://127.0.0.1:{port}/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
-    assert!(ok, "health never answered");
+    let mut bin = Binary::adopt(child, home.path());
+    bin.wait_ready().await;
+    let models = get_json(&bin, "/v1/models").await;
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(), Some(0));
     assert!(models["data"].as_array().unwrap().len() > 8);
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.starts_with("# llm-rotator configuration."));
@@ -192,13 +177,9 @@ fn a_public_host_without_a_token_is_refused_at_start() {
 async fn a_typo_saved_while_stopped_starts_on_the_last_good_config_until_fixed() {
     let dir = tempfile::tempdir().unwrap();
     let a = Mock::start(vec![Reply::completion("ok")]).await;
-    let port = free_port();
-    let good = config_text(
-        &format!("[server]\nport = {port}\n"),
-        &[P::new("alpha", &a, 1)],
-    );
+    let good = config_text("[server]\nport = 8000\n", &[P::new("alpha", &a, 1)]);
     let env = [("ALPHA_TEST_KEY", "ka-000000000000")];
-    let mut bin = Binary::start(dir.path(), &good, port, &env);
+    let mut bin = Binary::start(dir.path(), &good, &env);
     bin.wait_ready().await;
     assert_eq!(chat(&bin, json!({"messages": []})).await.0, 200);
     bin.signal("TERM");
@@ -207,7 +188,7 @@ async fn a_typo_saved_while_stopped_starts_on_the_last_good_config_until_fixed()
 
     // A typo on line 2, saved while the agent was stopped.
     let typo = good.replacen("port = ", "prot = 1\nport = ", 1);
-    let mut bin = Binary::start(dir.path(), &typo, port, &env);
+    let mut bin = Binary::start(dir.path(), &typo, &env);
     bin.wait_ready().await;
     assert!(bin.stderr().contains("config.toml:2:1"), "{}", bin.stderr());
     let status = get_json(&bin, "/status").await;
@@ -248,39 +229,27 @@ async fn a_typo_saved_while_stopped_starts_on_the_last_good_config_until_fixed()
 #[tokio::test]
 async fn the_agent_raises_a_low_open_files_limit_for_many_streams() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let cfg = dir.path().join("config.toml");
-    std::fs::write(&cfg, format!("[server]\nport = {port}\n")).unwrap();
+    std::fs::write(&cfg, "").unwrap();
     // macOS starts programs with a soft limit of 256 descriptors: about 120 streams.
     let script = format!(
-        "ulimit -Sn 256 && exec '{}' serve --config '{}' --data-dir '{}'",
+        "ulimit -Sn 256 && exec '{}' serve --config '{}' --data-dir '{}' --port 0 --ready-file '{}'",
         Binary::exe(),
         cfg.display(),
-        dir.path().join("data").display()
+        dir.path().join("data").display(),
+        Binary::ready_file(dir.path()).display()
     );
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .args(["-c", &script])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut ready = false;
-    for _ in 0..500 {
-        if client()
-            .get(format!("http://127.0.0.1:{port}/health"))
-            .send()
-            .await
-            .is_ok()
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let mut bin = Binary::adopt(child, dir.path());
+    bin.wait_ready().await;
     let limits =
-        std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap_or_default();
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
-    assert!(ready, "the agent did not start");
+        std::fs::read_to_string(format!("/proc/{}/limits", bin.child.id())).unwrap_or_default();
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit(), Some(0));
     let soft: u64 = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))

@@ -516,15 +516,10 @@ async fn the_dashboard_works_in_headless_chromium() {
         mock.set_models(json!({"object": "list", "data": data}));
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let cfg = config_text(
-        &format!("[server]\nport = {port}\n"),
-        &[P::new("alpha", &a, 1), P::new("beta", &b, 2)],
-    );
+    let cfg = config_text("", &[P::new("alpha", &a, 1), P::new("beta", &b, 2)]);
     let mut bin = Binary::start(
         dir.path(),
         &cfg,
-        port,
         &[("ALPHA_TEST_KEY", ALPHA_KEY), ("BETA_TEST_KEY", BETA_KEY)],
     );
     bin.wait_ready().await;
@@ -605,6 +600,13 @@ fn llm_rotator_ui_prints_the_dashboard_url_of_the_configured_port() {
         Some("http://127.0.0.1:9001/ui"),
         "{out}"
     );
+    // Port 0 names no agent: an agent started on it picked a port of its own.
+    let (code, out, err) = cli(&["ui", "--no-open", "--port", "0", "--config", cfg], &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("port 0 names no running instance") && err.contains("--ready-file"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -613,7 +615,7 @@ async fn the_dashboard_charts_come_from_the_usage_history_and_survive_a_restart(
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config_text("", &[P::new("alpha", &a, 1)]);
     let env = [("ALPHA_TEST_KEY", ALPHA_KEY)];
-    let mut bin = Binary::start(dir.path(), &cfg, free_port(), &env);
+    let mut bin = Binary::start(dir.path(), &cfg, &env);
     bin.wait_ready().await;
     for _ in 0..3 {
         let (status, _, body) = chat(&bin, json!({"messages": []})).await;
@@ -623,7 +625,7 @@ async fn the_dashboard_charts_come_from_the_usage_history_and_survive_a_restart(
     assert_eq!(bin.wait_exit(), Some(0), "{}", bin.stderr());
 
     // A new run: nothing counted in memory yet, the history has the three requests.
-    let mut bin = Binary::start(dir.path(), &cfg, free_port(), &env);
+    let mut bin = Binary::start(dir.path(), &cfg, &env);
     bin.wait_ready().await;
     let series = get_json(&bin, "/ui/api/series?hours=2").await;
     let alpha = series["providers"]

@@ -24,14 +24,10 @@ async fn doctor(config: &Path, port: u16) -> (i32, String, String) {
 }
 
 /// The real binary serving one provider `a` answered by `mock`, with `extra` TOML right
-/// after `[server] port`.
+/// after `[server]`.
 async fn agent_with(dir: &Path, extra: &str, mock: &Mock) -> Binary {
-    let port = free_port();
-    let cfg = config_text(
-        &format!("[server]\nport = {port}\n{extra}"),
-        &[P::new("a", mock, 1)],
-    );
-    let mut bin = Binary::start(dir, &cfg, port, &[("A_TEST_KEY", "ka-000000000000")]);
+    let cfg = config_text(&format!("[server]\n{extra}"), &[P::new("a", mock, 1)]);
+    let mut bin = Binary::start(dir, &cfg, &[("A_TEST_KEY", "ka-000000000000")]);
     bin.wait_ready().await;
     bin
 }
@@ -68,7 +64,7 @@ async fn doctor_against_a_healthy_agent_prints_three_ok_lines_and_exits_0() {
         &mock,
     )
     .await;
-    let (code, out, err) = doctor(&dir.path().join("config.toml"), bin.port).await;
+    let (code, out, err) = doctor(&dir.path().join("config.toml"), bin.port()).await;
     assert_eq!(code, 0, "{out}{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 4, "{out}");
@@ -116,7 +112,7 @@ async fn doctor_against_a_failing_provider_prints_fail_with_the_agents_message()
     let said: serde_json::Value = serde_json::from_str(&body).expect("an OpenAI error");
     let said = said["error"]["message"].as_str().expect("error.message");
     assert!(said.contains("the mock is on fire"), "{said}");
-    let (code, out, err) = doctor(&dir.path().join("config.toml"), bin.port).await;
+    let (code, out, err) = doctor(&dir.path().join("config.toml"), bin.port()).await;
     assert_eq!(code, 1, "{out}{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
@@ -132,7 +128,8 @@ async fn doctor_against_a_failing_provider_prints_fail_with_the_agents_message()
 #[tokio::test]
 async fn doctor_with_nothing_listening_says_no_agent_is_answering() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let nowhere = ClosedPort::new();
+    let port = nowhere.port;
     let (code, out, err) = doctor(&dir.path().join("absent.toml"), port).await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(
@@ -190,9 +187,8 @@ async fn every_stream_transcript_relayed_by_the_binary_decodes_strictly() {
         .await;
         let b = Mock::start(vec![stream_with_usage(&["from ", "b"])]).await;
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let cfg = config_text(
-            &format!("[server]\nport = {port}\n"),
+            "",
             &[
                 P::new("a", &a, 1).extra(&format!("kind = \"{kind}\"")),
                 P::new("b", &b, 2),
@@ -201,7 +197,6 @@ async fn every_stream_transcript_relayed_by_the_binary_decodes_strictly() {
         let mut bin = Binary::start(
             dir.path(),
             &cfg,
-            port,
             &[
                 ("A_TEST_KEY", "ka-000000000000"),
                 ("B_TEST_KEY", "kb-000000000000"),

@@ -39,9 +39,8 @@ async fn status_and_the_cli_tell_what_is_left_from_provider_headers_and_from_a_c
     )])
     .await;
     let counted = Mock::start(vec![Reply::completion("from counted")]).await;
-    let port = free_port();
     let cfg = config_text(
-        &format!("[server]\nport = {port}\n"),
+        "",
         &[
             P::new("groq", &groq, 1).extra("kind = \"groq\""),
             P::new("counted", &counted, 2).extra("requests_per_day = 3"),
@@ -50,7 +49,6 @@ async fn status_and_the_cli_tell_what_is_left_from_provider_headers_and_from_a_c
     let mut bin = Binary::start(
         dir.path(),
         &cfg,
-        port,
         &[
             ("GROQ_TEST_KEY", "kg-000000000000"),
             ("COUNTED_TEST_KEY", "kc-000000000000"),
@@ -90,7 +88,20 @@ async fn status_and_the_cli_tell_what_is_left_from_provider_headers_and_from_a_c
     assert!(provider_in(&status, "counted").unwrap()["runs_out_at"].is_string());
 
     let config = dir.path().join("config.toml");
-    let (code, out, err) = cli(&["status", "--config", config.to_str().unwrap()], &[]);
+    let port = bin.port().to_string();
+    let status_cli = || {
+        cli(
+            &[
+                "status",
+                "--config",
+                config.to_str().unwrap(),
+                "--port",
+                &port,
+            ],
+            &[],
+        )
+    };
+    let (code, out, err) = status_cli();
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert!(
@@ -133,7 +144,7 @@ async fn status_and_the_cli_tell_what_is_left_from_provider_headers_and_from_a_c
     // It is not asked again today.
     assert_eq!(ask(&bin, "counted-model").await, 429);
     assert_eq!(counted.hits(), 3);
-    let (_, out, _) = cli(&["status", "--config", config.to_str().unwrap()], &[]);
+    let (_, out, _) = status_cli();
     let counted_row = out.lines().find(|l| l.starts_with("counted")).unwrap();
     assert!(counted_row.contains("cooling down"), "{out}");
 }
@@ -163,7 +174,6 @@ async fn a_429_s_rate_limit_headers_become_the_key_s_headroom() {
     let mut bin = Binary::start(
         dir.path(),
         &cfg,
-        free_port(),
         &[
             ("GROQ_TEST_KEY", "kg-000000000000"),
             ("BACKUP_TEST_KEY", "kb-000000000000"),

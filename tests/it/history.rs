@@ -18,7 +18,7 @@ fn keys_env() -> Vec<(&'static str, &'static str)> {
 }
 
 /// alpha (first) always answers 429 for a second; beta answers.
-async fn two_providers(dir: &Path, port: u16) -> (Mock, Mock, String) {
+async fn two_providers(dir: &Path) -> (Mock, Mock, String) {
     let a = Mock::start(vec![Reply::json_with(
         429,
         &[("retry-after", "1")],
@@ -27,7 +27,7 @@ async fn two_providers(dir: &Path, port: u16) -> (Mock, Mock, String) {
     .await;
     let b = Mock::start(vec![Reply::completion("ok")]).await;
     let cfg = config_text(
-        &format!("[server]\nport = {port}\n[routing]\nmax_wait_secs = 0\n"),
+        "[routing]\nmax_wait_secs = 0\n",
         &[P::new("alpha", &a, 1), P::new("beta", &b, 2)],
     );
     std::fs::create_dir_all(dir).unwrap();
@@ -68,17 +68,18 @@ fn total(report: &Value, provider: &str, field: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn history_counts_every_attempt_under_load_and_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (a, b, cfg) = two_providers(dir.path(), port).await;
-    let mut bin = Binary::start(dir.path(), &cfg, port, &keys_env());
+    let (a, b, cfg) = two_providers(dir.path()).await;
+    let mut bin = Binary::start(dir.path(), &cfg, &keys_env());
     bin.wait_ready().await;
+    let port = bin.port();
     const N: usize = 60;
     let mut tasks = Vec::new();
     for i in 0..N {
         let url = bin.url("/v1/chat/completions");
         tasks.push(tokio::spawn(async move {
             if i >= 30 {
-                // A second wave after alpha's cooldown ended: more 429s that rotate.
+                // A second wave, deliberately after alpha's 1 s cooldown ended: more 429s
+                // that rotate.
                 tokio::time::sleep(Duration::from_millis(1300)).await;
             }
             let resp = client()
@@ -152,13 +153,12 @@ async fn history_counts_every_attempt_under_load_and_survives_kill_9() {
 #[tokio::test]
 async fn a_corrupt_history_database_is_moved_aside_and_the_agent_serves() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (_a, _b, cfg) = two_providers(dir.path(), port).await;
+    let (_a, _b, cfg) = two_providers(dir.path()).await;
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let garbage: Vec<u8> = (0..50_000u32).map(|i| (i * 31 % 253) as u8).collect();
     std::fs::write(data.join("history.redb"), &garbage).unwrap();
-    let mut bin = Binary::start(dir.path(), &cfg, port, &keys_env());
+    let mut bin = Binary::start(dir.path(), &cfg, &keys_env());
     bin.wait_ready().await;
     let (status, _, _) = chat(
         &bin,
@@ -177,19 +177,18 @@ async fn a_corrupt_history_database_is_moved_aside_and_the_agent_serves() {
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert_eq!(std::fs::read(data.join(&aside[0])).unwrap(), garbage);
     // The fresh database counts the request.
-    let report = stats_json(dir.path(), port, &[]);
+    let report = stats_json(dir.path(), bin.port(), &[]);
     assert_eq!(total(&report, "beta", "requests"), 1);
 }
 
 #[tokio::test]
 async fn stats_refuses_bad_questions_with_a_message_and_a_failing_exit() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (_a, _b, cfg) = two_providers(dir.path(), port).await;
-    let mut bin = Binary::start(dir.path(), &cfg, port, &keys_env());
+    let (_a, _b, cfg) = two_providers(dir.path()).await;
+    let mut bin = Binary::start(dir.path(), &cfg, &keys_env());
     bin.wait_ready().await;
     let config = dir.path().join("config.toml");
-    let port_text = port.to_string();
+    let port_text = bin.port().to_string();
     let base = ["--config", config.to_str().unwrap(), "--port", &port_text];
     let run = |extra: &[&str]| {
         let mut args = vec!["stats"];
@@ -254,7 +253,6 @@ async fn stats_refuses_bad_questions_with_a_message_and_a_failing_exit() {
 #[tokio::test]
 async fn reset_ends_a_providers_cooldown_through_the_route_and_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let a = Mock::start(vec![Reply::json_with(
         429,
         &[("retry-after", "600")],
@@ -263,10 +261,10 @@ async fn reset_ends_a_providers_cooldown_through_the_route_and_the_cli() {
     .await;
     let b = Mock::start(vec![Reply::completion("ok")]).await;
     let cfg = config_text(
-        &format!("[server]\nport = {port}\nauth_token = \"secret-token-for-resets\"\n[routing]\nmax_wait_secs = 0\n"),
+        "[server]\nauth_token = \"secret-token-for-resets\"\n[routing]\nmax_wait_secs = 0\n",
         &[P::new("alpha", &a, 1), P::new("beta", &b, 2)],
     );
-    let mut bin = Binary::start(dir.path(), &cfg, port, &keys_env());
+    let mut bin = Binary::start(dir.path(), &cfg, &keys_env());
     bin.wait_ready().await;
     let authed = |req: reqwest::RequestBuilder| req.bearer_auth("secret-token-for-resets");
     let resp = authed(client().post(bin.url("/v1/chat/completions")))
@@ -318,17 +316,26 @@ async fn reset_ends_a_providers_cooldown_through_the_route_and_the_cli() {
         .unwrap()
         .text()
         .await;
+    // The CLI takes the token from the config file.
     let config = dir.path().join("config.toml");
-    let (code, out, err) = cli(
-        &["reset", "alpha", "--config", config.to_str().unwrap()],
-        &[],
-    );
+    let port = bin.port().to_string();
+    let reset = |provider: &str| {
+        cli(
+            &[
+                "reset",
+                provider,
+                "--config",
+                config.to_str().unwrap(),
+                "--port",
+                &port,
+            ],
+            &[],
+        )
+    };
+    let (code, out, err) = reset("alpha");
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "alpha: cooldowns reset; now ready");
-    let (code, _, err) = cli(
-        &["reset", "nope", "--config", config.to_str().unwrap()],
-        &[],
-    );
+    let (code, _, err) = reset("nope");
     assert_ne!(code, 0);
     assert!(err.contains("no provider named \"nope\""), "{err}");
     bin.wait_stderr("cooldowns reset by hand");

@@ -31,32 +31,42 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 fn start(dir: &std::path::Path, top: &str, providers: &[P<'_>], env: &[(&str, &str)]) -> Binary {
-    let port = free_port();
     let cfg = config_text(top, providers);
-    Binary::start(dir, &cfg, port, env)
+    Binary::start(dir, &cfg, env)
 }
 
 #[tokio::test]
 async fn a_provider_pointing_back_at_the_agent_costs_one_hop_not_every_descriptor() {
     let dir = tempfile::tempdir().expect("tempdir");
     let b = Mock::start(vec![Reply::completion("from b")]).await;
-    // The config names port 8000; the agent runs on another port given on the command
-    // line, so config check cannot see that "self" points back here: the hop tag must.
-    let port = free_port();
-    let cfg = format!(
-        "[[providers]]\nname = \"self\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"m\"\npriority = 1\napi_key_env = \"SELF_TEST_KEY\"\n\n{}",
-        config_text("", &[P::new("b", &b, 2)])
-    );
     let mut bin = Binary::start(
         dir.path(),
-        &cfg,
-        port,
+        &config_text("", &[P::new("b", &b, 2)]),
         &[
             ("SELF_TEST_KEY", "ks-0000000000000000"),
             ("B_TEST_KEY", "kb-0000000000000000"),
         ],
     );
     bin.wait_ready().await;
+    // The config names port 8000; the agent runs on another port given on the command
+    // line, so config validation cannot see that "self" points back here: the hop tag must.
+    let cfg = format!(
+        "[[providers]]\nname = \"self\"\nbase_url = \"{}\"\nmodel = \"m\"\npriority = 1\napi_key_env = \"SELF_TEST_KEY\"\n\n{}",
+        bin.url("/v1"),
+        config_text("", &[P::new("b", &b, 2)])
+    );
+    std::fs::write(dir.path().join("config.toml"), cfg).expect("write");
+    let reload = client()
+        .post(bin.url("/reload"))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(
+        reload.status(),
+        200,
+        "{}",
+        reload.text().await.unwrap_or_default()
+    );
     let started = Instant::now();
     let (code, headers, body) = chat(&bin, json!({"messages": []})).await;
     assert_eq!(code, 200, "{body}");
@@ -279,15 +289,15 @@ async fn a_key_in_the_base_url_query_is_kept_and_never_shown() {
         Reply::completion("ok"),
     ])
     .await;
-    let port = free_port();
     let cfg = format!(
-        "[server]\nport = {port}\n[routing]\nmax_wait_secs = 0\ntransient_cooldown_secs = 1\n\n[[providers]]\nname = \"gw\"\nbase_url = \"http://{}/v1/?key=QSECRETQ4711xyz\"\nmodel = \"m\"\nrequires_key = false\n",
+        "[routing]\nmax_wait_secs = 0\ntransient_cooldown_secs = 1\n\n[[providers]]\nname = \"gw\"\nbase_url = \"http://{}/v1/?key=QSECRETQ4711xyz\"\nmodel = \"m\"\nrequires_key = false\n",
         gw.addr
     );
-    let mut bin = Binary::start(dir.path(), &cfg, port, &[]);
+    let mut bin = Binary::start(dir.path(), &cfg, &[]);
     bin.wait_ready().await;
     let (code, _, first) = chat(&bin, json!({"messages": []})).await;
     assert_eq!(code, 502, "{first}");
+    // Deliberately past gw's transient cooldown (1 s), so it is asked again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (code, _, second) = chat(&bin, json!({"messages": []})).await;
     assert_eq!(code, 200, "{second}");

@@ -39,7 +39,8 @@ fn secret_service(test: &str) -> bool {
 struct KeysEnv {
     dir: tempfile::TempDir,
     service: String,
-    port: u16,
+    /// The port the CLI's config names until an agent runs: nothing listens there.
+    _nowhere: ClosedPort,
 }
 
 struct Out {
@@ -68,10 +69,12 @@ impl std::fmt::Debug for Out {
 }
 
 impl KeysEnv {
-    /// `providers` are (name, mock); the config's `[server] port` is a free port.
+    /// `providers` are (name, mock); the config's `[server] port` is one where nothing
+    /// listens, until [`KeysEnv::serve`] points it at the agent.
     fn new(test: &str, providers: &[(&str, String)]) -> KeysEnv {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
+        let nowhere = ClosedPort::new();
+        let port = nowhere.port;
         let ps: Vec<P<'_>> = providers
             .iter()
             .enumerate()
@@ -87,7 +90,7 @@ impl KeysEnv {
         KeysEnv {
             dir,
             service: format!("com.llmrotator.test.{}.{test}", std::process::id()),
-            port,
+            _nowhere: nowhere,
         }
     }
 
@@ -127,12 +130,33 @@ impl KeysEnv {
         run_cmd(self.command(args), stdin)
     }
 
-    /// Starts `llm-rotator serve` on this config's port with these extra variables.
-    fn serve(&self, env: &[(&str, &str)]) -> Binary {
+    /// Starts `llm-rotator serve` on a copy of this config with these extra variables,
+    /// waits until it is ready and points the CLI's config at it.
+    async fn serve(&self, env: &[(&str, &str)]) -> Binary {
         let mut all: Vec<(&str, &str)> = vec![(SERVICE_ENV, self.service.as_str())];
         all.extend_from_slice(env);
         let cfg = std::fs::read_to_string(self.config()).expect("config");
-        Binary::start(&self.dir.path().join("agent"), &cfg, self.port, &all)
+        let mut bin = Binary::start(&self.dir.path().join("agent"), &cfg, &all);
+        bin.wait_ready().await;
+        self.point_at(&bin);
+        bin
+    }
+
+    /// Makes the CLI's config name `bin`'s port, as a user's config names the port their
+    /// agent runs on.
+    fn point_at(&self, bin: &Binary) {
+        let text = std::fs::read_to_string(self.config()).expect("config");
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("port = ") {
+                    format!("port = {}\n", bin.port())
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(self.config(), text).expect("write config");
     }
 }
 
@@ -457,8 +481,7 @@ async fn running_agent_picks_up_a_changed_key_after_keys_set() {
         "no agent runs yet: {out:?}"
     );
 
-    let mut bin = env.serve(&[]);
-    bin.wait_ready().await;
+    let bin = env.serve(&[]).await;
     let st = provider_status(&bin, "alpha").await;
     assert_eq!(st["state"], "ready", "{st}");
     assert_eq!(st["keys"][0]["label"], format!("keychain {}", fp(K1)));
@@ -512,8 +535,7 @@ async fn two_keychain_keys_on_one_provider_cool_down_on_their_own() {
     assert!(env.run(&["keys", "set", "alpha"], K1).ok());
     assert!(env.run(&["keys", "set", "alpha", "--add"], K2).ok());
 
-    let mut bin = env.serve(&[]);
-    bin.wait_ready().await;
+    let bin = env.serve(&[]).await;
     let (code, provider, body) = chat_bin(&bin, false).await;
     assert_eq!((code, provider.as_str()), (200, "alpha"), "{body}");
     let reqs = a.requests();
@@ -566,6 +588,7 @@ async fn without_a_keychain_the_agent_runs_on_env_keys_and_keys_set_explains_env
         .arg(env.config())
         .arg("--data-dir")
         .arg(dir.join("data"))
+        .args(Binary::any_port_args(&dir))
         .env(SERVICE_ENV, &env.service)
         .env("ALPHA_TEST_KEY", K1)
         .env_remove("RUST_LOG")
@@ -573,11 +596,7 @@ async fn without_a_keychain_the_agent_runs_on_env_keys_and_keys_set_explains_env
         .stdout(std::fs::File::create(dir.join("stdout.log")).expect("stdout"))
         .stderr(std::fs::File::create(dir.join("stderr.log")).expect("stderr"));
     headless(&mut cmd);
-    let mut bin = Binary {
-        child: cmd.spawn().expect("spawn"),
-        port: env.port,
-        dir: dir.clone(),
-    };
+    let mut bin = Binary::adopt(cmd.spawn().expect("spawn"), &dir);
     bin.wait_ready().await;
 
     let status = get_json(&bin, "/status").await;
@@ -691,10 +710,13 @@ async fn keys_test_gives_a_verdict_per_key() {
     assert_eq!(bearer(&ok.requests()[0]), format!("Bearer {K1}"));
 
     // One provider, nothing listening: unreachable.
-    let gone = free_port();
+    let gone = ClosedPort::new();
     let cfg = std::fs::read_to_string(env.config())
         .expect("config")
-        .replace(&ok.base_url(), &format!("http://127.0.0.1:{gone}/v1"));
+        .replace(
+            &ok.base_url(),
+            &format!("http://127.0.0.1:{}/v1", gone.port),
+        );
     std::fs::write(env.config(), cfg).expect("write");
     let mut cmd = env.command(&["keys", "test", "alpha"]);
     cmd.env("ALPHA_TEST_KEY", K1);
@@ -806,8 +828,7 @@ async fn no_part_of_a_key_leaks_into_output_files_status_or_error_bodies() {
         ("GAMMA_TEST_KEY", LEAK_C),
         ("RUST_LOG", "debug"),
     ];
-    let mut bin = env.serve(&agent_env);
-    bin.wait_ready().await;
+    let mut bin = env.serve(&agent_env).await;
 
     let mut answers: Vec<(String, String)> = Vec::new();
     for (i, stream) in [false, true, false, true, false].into_iter().enumerate() {

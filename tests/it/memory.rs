@@ -35,14 +35,8 @@ async fn memory_from_a_burst_of_streams_goes_back_once_the_burst_is_over() {
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     let mock = Mock::start(vec![Reply::stream(&words, Duration::from_millis(5))]).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
     let cfg = config_text("", &[P::new("a", &mock, 1)]);
-    let mut bin = Binary::start(
-        dir.path(),
-        &cfg,
-        port,
-        &[("A_TEST_KEY", "ka-0000000000000000")],
-    );
+    let mut bin = Binary::start(dir.path(), &cfg, &[("A_TEST_KEY", "ka-0000000000000000")]);
     bin.wait_ready().await;
     let pid = bin.child.id();
     let (before, _) = rss_kb(pid);

@@ -184,21 +184,17 @@ async fn retired_marks_survive_a_restart_and_clear_when_the_config_changes() {
         Reply::completion("ok"),
     ])
     .await;
-    let port = free_port();
-    let cfg = config_text(
-        &format!("[server]\nport = {port}\n"),
-        &[P::new("groq", &groq, 1).extra("kind = \"groq\"")],
-    )
-    .replace("model = \"groq-model\"", "model = [\"old\", \"new\"]");
+    let cfg = config_text("", &[P::new("groq", &groq, 1).extra("kind = \"groq\"")])
+        .replace("model = \"groq-model\"", "model = [\"old\", \"new\"]");
     let env = [("GROQ_TEST_KEY", "kg-0000000000000000")];
-    let mut bin = Binary::start(dir.path(), &cfg, port, &env);
+    let mut bin = Binary::start(dir.path(), &cfg, &env);
     bin.wait_ready().await;
     let (code, _, _) = chat(&bin, json!({"messages": []})).await;
     assert_eq!(code, 200);
     bin.signal("TERM");
     assert_eq!(bin.wait_exit(), Some(0));
 
-    let mut bin = Binary::start(dir.path(), &cfg, port, &env);
+    let mut bin = Binary::start(dir.path(), &cfg, &env);
     bin.wait_ready().await;
     let st = provider_status(&bin, "groq").await;
     assert_eq!(st["model_in_use"], "new", "remembered: {st}");
@@ -207,7 +203,7 @@ async fn retired_marks_survive_a_restart_and_clear_when_the_config_changes() {
 
     // The user edits the list: the marks made under the old one are gone.
     let edited = cfg.replace("[\"old\", \"new\"]", "[\"old\", \"new\", \"newer\"]");
-    let mut bin = Binary::start(dir.path(), &edited, port, &env);
+    let mut bin = Binary::start(dir.path(), &edited, &env);
     bin.wait_ready().await;
     let st = provider_status(&bin, "groq").await;
     assert_eq!(st["model_in_use"], "old", "cleared: {st}");
@@ -269,17 +265,12 @@ async fn the_catalog_is_read_at_start_used_to_pick_and_kept_for_a_start_without_
     let dir = tempfile::tempdir().expect("tempdir");
     let groq = Mock::start(vec![Reply::completion("ok")]).await;
     groq.set_models(model_list(&["current", "other"]));
-    let port = free_port();
-    let cfg = config_text(
-        &format!("[server]\nport = {port}\n"),
-        &[P::new("groq", &groq, 1).extra("kind = \"groq\"")],
-    )
-    .replace(
+    let cfg = config_text("", &[P::new("groq", &groq, 1).extra("kind = \"groq\"")]).replace(
         "model = \"groq-model\"",
         "model = [\"withdrawn\", \"current\"]",
     );
     let env = [("GROQ_TEST_KEY", "kg-0000000000000000")];
-    let mut bin = Binary::start(dir.path(), &cfg, port, &env);
+    let mut bin = Binary::start(dir.path(), &cfg, &env);
     bin.wait_ready().await;
     let st = wait_for_catalog(&bin, "groq").await;
     assert_eq!(st["model_in_use"], "current", "{st}");
@@ -298,7 +289,7 @@ async fn the_catalog_is_read_at_start_used_to_pick_and_kept_for_a_start_without_
 
     // Started again with the provider's list unreachable: the cached catalog is used.
     groq.hang_models();
-    let mut bin = Binary::start(dir.path(), &cfg, port, &env);
+    let mut bin = Binary::start(dir.path(), &cfg, &env);
     bin.wait_ready().await;
     let st = wait_for_catalog(&bin, "groq").await;
     assert_eq!(st["model_in_use"], "current", "{st}");
@@ -326,17 +317,12 @@ async fn a_retirement_rereads_the_catalog_and_the_cli_shows_what_changed() {
         "llama-3.3-70b-versatile",
         "openai/gpt-oss-120b",
     ]));
-    let port = free_port();
-    let cfg = config_text(
-        &format!("[server]\nport = {port}\n"),
-        &[P::new("groq", &groq, 1).extra("kind = \"groq\"")],
-    )
-    .replace(
+    let cfg = config_text("", &[P::new("groq", &groq, 1).extra("kind = \"groq\"")]).replace(
         "model = \"groq-model\"",
         "model = [\"llama-3.3-70b-versatile\", \"openai/gpt-oss-120b\"]",
     );
     let env = [("GROQ_TEST_KEY", "kg-0000000000000000")];
-    let mut bin = Binary::start(dir.path(), &cfg, port, &env);
+    let mut bin = Binary::start(dir.path(), &cfg, &env);
     bin.wait_ready().await;
     wait_for_catalog(&bin, "groq").await;
     let reads = groq.models_hits();
@@ -345,36 +331,38 @@ async fn a_retirement_rereads_the_catalog_and_the_cli_shows_what_changed() {
     let (code, headers, _) = chat(&bin, json!({"messages": []})).await;
     assert_eq!(code, 200);
     assert_eq!(headers["x-model"], "openai/gpt-oss-120b");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while groq.models_hits() == reads {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the catalog was not read again"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the catalog is read again",
+        || async { groq.models_hits() != reads },
+    )
+    .await;
     let config = dir.path().join("config.toml");
-    let port_arg = port.to_string();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let out = loop {
-        let (code, out, err) = cli(
-            &[
-                "models",
-                "groq",
-                "--config",
-                config.to_str().expect("utf8"),
-                "--port",
-                &port_arg,
-            ],
-            &[],
-        );
-        assert_eq!(code, 0, "{err}");
-        if out.contains("new since the last read") {
-            break out;
-        }
-        assert!(std::time::Instant::now() < deadline, "{out}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let port_arg = bin.port().to_string();
+    let out = wait_for(
+        std::time::Duration::from_secs(10),
+        "`models` shows what is new",
+        || async {
+            let (code, out, err) = cli(
+                &[
+                    "models",
+                    "groq",
+                    "--config",
+                    config.to_str().expect("utf8"),
+                    "--port",
+                    &port_arg,
+                ],
+                &[],
+            );
+            assert_eq!(code, 0, "{err}");
+            if out.contains("new since the last read") {
+                Ok(out)
+            } else {
+                Err(out)
+            }
+        },
+    )
+    .await;
     assert!(out.contains("groq: 2 models, read"), "{out}");
     assert!(
         out.contains("new since the last read: qwen/qwen3.6-27b"),
@@ -413,16 +401,14 @@ async fn a_retired_model_the_client_named_is_a_404_saying_what_the_provider_offe
     let dir = tempfile::tempdir().expect("tempdir");
     let groq = Mock::start(vec![replay("groq/400-model-decommissioned.json")]).await;
     groq.set_models(model_list(&["openai/gpt-oss-120b", "qwen/qwen3.6-27b"]));
-    let port = free_port();
     let cfg = config_text(
-        &format!("[server]\nport = {port}\n"),
+        "",
         &[P::new("groq", &groq, 1)
             .extra("kind = \"groq\"\nmodels = [\"llama-3.3-70b-versatile\"]")],
     );
     let mut bin = Binary::start(
         dir.path(),
         &cfg,
-        port,
         &[("GROQ_TEST_KEY", "kg-0000000000000000")],
     );
     bin.wait_ready().await;

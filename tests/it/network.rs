@@ -25,15 +25,13 @@ async fn networkmanager_saying_connected_again_ends_transient_cooldowns() {
         json!({"error": {"message": "down"}}),
     )])
     .await;
-    let port = free_port();
     let cfg = config_text(
-        &format!("[server]\nport = {port}\n[routing]\ntransient_cooldown_secs = 600\n"),
+        "[routing]\ntransient_cooldown_secs = 600\n",
         &[P::new("flaky", &down, 1)],
     );
     let mut bin = Binary::start(
         dir.path(),
         &cfg,
-        port,
         &[
             ("FLAKY_TEST_KEY", "kf-000000000000"),
             ("DBUS_SYSTEM_BUS_ADDRESS", address.as_str()),
@@ -71,6 +69,7 @@ async fn networkmanager_saying_connected_again_ends_transient_cooldowns() {
             .await
             .unwrap();
         }
+        // The pace of sending again; the loop polls for the cooldown's end.
         tokio::time::sleep(Duration::from_millis(200)).await;
         if provider_status(&bin, "flaky").await["state"] == "ready" {
             break;

@@ -378,14 +378,8 @@ async fn sigterm_answers_every_waiting_request() {
         json!({}),
     )])
     .await;
-    let port = free_port();
-    let cfg = config_text(&format!("[server]\nport = {port}\n"), &[P::new("a", &a, 1)]);
-    let mut bin = Binary::start(
-        dir.path(),
-        &cfg,
-        port,
-        &[("A_TEST_KEY", "ka-0000000000000000")],
-    );
+    let cfg = config_text("", &[P::new("a", &a, 1)]);
+    let mut bin = Binary::start(dir.path(), &cfg, &[("A_TEST_KEY", "ka-0000000000000000")]);
     bin.wait_ready().await;
     let waiting: Vec<_> = (0..3)
         .map(|_| {
@@ -467,14 +461,8 @@ async fn the_handshake_never_fails_models_with_every_provider_benched_and_mcp_pr
 async fn a_reload_while_requests_wait_loses_none() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = Mock::start(cooling_then_ok(2)).await;
-    let port = free_port();
-    let cfg = config_text(&format!("[server]\nport = {port}\n"), &[P::new("a", &a, 1)]);
-    let mut bin = Binary::start(
-        dir.path(),
-        &cfg,
-        port,
-        &[("A_TEST_KEY", "ka-0000000000000000")],
-    );
+    let cfg = config_text("", &[P::new("a", &a, 1)]);
+    let mut bin = Binary::start(dir.path(), &cfg, &[("A_TEST_KEY", "ka-0000000000000000")]);
     bin.wait_ready().await;
     let waiting = {
         let url = bin.url("/v1/chat/completions");

@@ -343,7 +343,7 @@ async fn a_200_with_garbage_instead_of_json_rotates() {
 #[tokio::test]
 async fn connection_refused_and_hangs_rotate() {
     // A port where nothing listens.
-    let dead = free_port();
+    let dead = ClosedPort::new();
     let b = Mock::start(vec![Reply::completion("from b")]).await;
     let hang = Mock::start(vec![Reply::Hang]).await;
     let cfg = config_text(
@@ -351,7 +351,7 @@ async fn connection_refused_and_hangs_rotate() {
         &[
             P {
                 name: "dead",
-                url: format!("http://127.0.0.1:{dead}/v1"),
+                url: format!("http://127.0.0.1:{}/v1", dead.port),
                 priority: 1,
                 extra: "",
             },

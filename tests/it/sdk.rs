@@ -131,9 +131,8 @@ async fn the_openai_and_anthropic_sdks_work_through_responses_embeddings_and_mes
     .await;
     // Through the real binary.
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
     let cfg = config_text(
-        &format!("[server]\nport = {port}\n"),
+        "",
         &[
             P::new("alpha", &a, 1),
             P::new("beta", &b, 2),
@@ -143,7 +142,6 @@ async fn the_openai_and_anthropic_sdks_work_through_responses_embeddings_and_mes
     let mut bin = Binary::start(
         dir.path(),
         &cfg,
-        port,
         &[
             ("ALPHA_TEST_KEY", "ka-000000000000"),
             ("BETA_TEST_KEY", "kb-000000000000"),

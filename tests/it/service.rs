@@ -12,7 +12,7 @@ use llm_rotator::service::systemd::render_unit;
 use llm_rotator::service::Setup;
 use serde_json::{json, Value};
 
-use crate::common::{client, config_text, free_port, skip, Binary, Mock, Reply, P};
+use crate::common::{client, config_text, skip, Binary, Mock, Reply, P};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -441,19 +441,26 @@ fn service_commands_manage_a_systemd_user_unit_idempotently() {
     );
 }
 
-/// Starts the real binary with `sub` (`run`/`serve`), no display and the default log dir.
-fn start(dir: &Path, sub: &str, config: &str, port: u16, env: &[(&str, &str)]) -> Binary {
-    let unset = ["DISPLAY", "WAYLAND_DISPLAY", "LLM_ROTATOR_LOG_DIR"];
-    Binary::start_as(dir, sub, config, port, env, &unset)
+/// What the agents here run without: a display and a log dir from the environment.
+const UNSET: [&str; 3] = ["DISPLAY", "WAYLAND_DISPLAY", "LLM_ROTATOR_LOG_DIR"];
+
+/// Starts the real binary with `sub` (`run`/`serve`) on any free port, no display and the
+/// default log dir.
+fn start(dir: &Path, sub: &str, config: &str, env: &[(&str, &str)]) -> Binary {
+    Binary::start_as(dir, sub, config, env, &UNSET)
+}
+
+/// Like [`start`], on this very port (one that is already taken).
+fn start_on_port(dir: &Path, sub: &str, config: &str, port: u16) -> Binary {
+    Binary::start_on_port(dir, sub, config, port, &[], &UNSET)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_agent_finds_the_first_and_exits_0() {
     let dir = tempfile::tempdir().expect("tmp");
-    let port = free_port();
-    let mut first = start(&dir.path().join("a"), "run", "", port, &[]);
+    let mut first = start(&dir.path().join("a"), "run", "", &[]);
     first.wait_ready().await;
-    let mut second = start(&dir.path().join("b"), "run", "", port, &[]);
+    let mut second = start_on_port(&dir.path().join("b"), "run", "", first.port());
     let code = tokio::task::spawn_blocking(move || (second.wait_exit(), second.stderr()))
         .await
         .expect("join");
@@ -472,7 +479,7 @@ async fn an_agent_refuses_a_port_held_by_another_program_and_names_the_setting()
     let dir = tempfile::tempdir().expect("tmp");
     let other = Mock::start(vec![Reply::json(404, json!({"detail": "Not Found"}))]).await;
     let port = other.addr.port();
-    let mut agent = start(dir.path(), "run", "", port, &[]);
+    let mut agent = start_on_port(dir.path(), "run", "", port);
     let (code, err) = tokio::task::spawn_blocking(move || (agent.wait_exit(), agent.stderr()))
         .await
         .expect("join");
@@ -505,8 +512,7 @@ async fn one_logged_request(dir: &Path, top: &str, env: &[(&str, &str)]) -> Path
     let config = config_text(top, &[P::new("alpha", &mock, 1)]);
     let mut all_env = vec![("ALPHA_TEST_KEY", KEY)];
     all_env.extend_from_slice(env);
-    let port = free_port();
-    let mut bin = start(dir, "serve", &config, port, &all_env);
+    let mut bin = start(dir, "serve", &config, &all_env);
     bin.wait_ready().await;
     let resp = client()
         .post(bin.url("/v1/chat/completions"))

@@ -22,7 +22,7 @@ fn keys_env() -> Vec<(&'static str, &'static str)> {
 }
 
 async fn start(dir: &Path, config: &str) -> Binary {
-    let mut bin = Binary::start(dir, config, free_port(), &keys_env());
+    let mut bin = Binary::start(dir, config, &keys_env());
     bin.wait_ready().await;
     bin
 }
@@ -356,8 +356,13 @@ async fn post_reload_and_sighup_apply_an_edit_the_watcher_did_not_see() {
     let (status, body) = post(&bin, "/reload").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["providers"], json!(["alpha"]));
-    // The port given on the command line still wins: nothing waits for a restart.
+    // The port given on the command line (0: the one bound) still wins: nothing waits
+    // for a restart, and the endpoint is the bound port.
     assert_eq!(body["restart_needed"], json!([]), "{body}");
+    assert_eq!(
+        get_json(&bin, "/status").await["endpoint"],
+        format!("http://localhost:{}/v1", bin.port())
+    );
     assert_eq!(provider_status(&bin, "alpha").await["priority"], 7);
 
     edit_unseen_by_the_watcher(tmp.path(), &cfg.replace("priority = 1", "priority = 4"));
@@ -433,7 +438,7 @@ async fn a_provider_whose_key_or_base_url_changed_leaves_auth_failed() {
     let tmp = tempfile::tempdir().expect("dir");
     let mut env = keys_env();
     env.push(("ALPHA_NEW_KEY", "sk-alpha-new-000000000000009"));
-    let mut bin = Binary::start(tmp.path(), &cfg, free_port(), &env);
+    let mut bin = Binary::start(tmp.path(), &cfg, &env);
     bin.wait_ready().await;
     assert_eq!(ask(&bin).await, (200, "beta".to_string()));
     assert_eq!(provider_status(&bin, "alpha").await["state"], "auth_failed");
@@ -536,17 +541,16 @@ async fn sigterm_stops_accepting_lets_a_stream_finish_saves_state_and_exits_0() 
         String::from_utf8_lossy(&resp.chunk().await.expect("chunk").expect("some")).to_string();
     bin.signal("TERM");
     // New connections are refused while the stream still runs.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let refused = tokio::net::TcpStream::connect(("127.0.0.1", bin.port))
-            .await
-            .is_err();
-        if refused {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        Duration::from_secs(15),
+        "new connections are refused after SIGTERM",
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", bin.port()))
+                .await
+                .is_err()
+        },
+    )
+    .await;
     assert!(
         bin.child.try_wait().expect("try_wait").is_none(),
         "exited before the stream ended"
@@ -686,5 +690,55 @@ async fn a_reload_says_which_changed_settings_wait_for_a_restart() {
         "{body}"
     );
     bin.wait_stderr("routing.connect_timeout_secs changed; the running value stays");
+    assert_eq!(ask(&bin).await, (200, "alpha".to_string()));
+}
+
+#[tokio::test]
+async fn a_config_asking_for_any_free_port_serves_on_the_bound_one_across_reloads() {
+    let alpha = Mock::start(vec![Reply::completion("ok")]).await;
+    let cfg = config_text("[server]\nport = 0\n", &[P::new("alpha", &alpha, 1)]);
+    let tmp = tempfile::tempdir().expect("dir");
+    let config = tmp.path().join("config.toml");
+    write_in_place(tmp.path(), &cfg);
+    // No --port: the file asks for any free port.
+    let child = std::process::Command::new(Binary::exe())
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .arg("--ready-file")
+        .arg(Binary::ready_file(tmp.path()))
+        .envs(keys_env())
+        .env_remove("RUST_LOG")
+        .stderr(std::fs::File::create(tmp.path().join("stderr.log")).expect("stderr"))
+        .spawn()
+        .expect("spawn");
+    let mut bin = Binary::adopt(child, tmp.path());
+    bin.wait_ready().await;
+    let endpoint = format!("http://localhost:{}/v1", bin.port());
+    assert_eq!(get_json(&bin, "/status").await["endpoint"], endpoint);
+    bin.wait_stderr(&format!("serving on {endpoint}"));
+
+    // The same file again: any free port is content with the one bound.
+    let (status, body) = post(&bin, "/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["restart_needed"], json!([]), "{body}");
+    // Port 0 names no instance for the CLI, which says where to find the real one.
+    let (code, _, err) = cli(&["status", "--config", config.to_str().expect("utf8")], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("port 0 names no running instance"), "{err}");
+    let (code, out, err) = cli(&["config", "check", config.to_str().expect("utf8")], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("serving on a free port picked at start"),
+        "{out}"
+    );
+
+    // A fixed port in the file waits for a restart; the agent stays where it is.
+    write_in_place(tmp.path(), &cfg.replace("port = 0", "port = 8000"));
+    let (status, body) = post(&bin, "/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["restart_needed"], json!(["server.port"]), "{body}");
     assert_eq!(ask(&bin).await, (200, "alpha".to_string()));
 }

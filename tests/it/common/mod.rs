@@ -1,6 +1,7 @@
 //! Test harness shared by every integration test: mock providers that are real HTTP
 //! servers on 127.0.0.1 (scripted replies, SSE streams with delays, hangs, broken
-//! streams), the real proxy router on an ephemeral port, and the real binary.
+//! streams), the real proxy router on an ephemeral port, the real binary on a port it
+//! picks and reports itself, and polling for a condition instead of sleeping.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -590,13 +591,70 @@ pub fn skip(test: &str, why: &str) {
     eprintln!("skipped {test}: {why}");
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+/// A port on 127.0.0.1 where nothing listens, for a provider that must be unreachable:
+/// a socket bound to it but never listening, so connections are refused, and held until
+/// dropped, so no other program (or parallel test) can take the port meanwhile. Our own
+/// agent never needs a port picked beforehand: [`Binary`] starts it on port 0 and reads
+/// the port it reports.
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    /// The port.
+    pub port: u16,
+}
+
+impl ClosedPort {
+    /// Binds one.
+    pub fn new() -> ClosedPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind");
+        let port = socket.local_addr().expect("addr").port();
+        ClosedPort {
+            _socket: socket,
+            port,
+        }
+    }
+}
+
+/// Polls `cond` (every 20 ms) until it holds; fails after `timeout`, naming `what`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    wait_for(timeout, what, || {
+        let checked = cond();
+        async move {
+            if checked.await {
+                Ok(())
+            } else {
+                Err("it never did".to_string())
+            }
+        }
+    })
+    .await;
+}
+
+/// Polls `probe` (every 20 ms) until it gives `Ok`, and returns that; fails after
+/// `timeout`, naming `what` and showing the last `Err` (what was seen instead).
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen = match probe().await {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Runs the real binary with `args` (the config and data dir env vars removed, `env`
@@ -618,11 +676,14 @@ pub fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 }
 
 /// The real binary, started with a config file and data dir, stdout/stderr captured to
-/// files in the data dir.
+/// files in the data dir. It listens on a port the system picks (`--port 0`) and writes
+/// it to its ready file (`--ready-file`), where [`Binary::wait_ready`] reads it: no port
+/// is guessed beforehand, so parallel tests never race for one.
 pub struct Binary {
     pub child: Child,
-    pub port: u16,
     pub dir: PathBuf,
+    /// Known once [`Binary::wait_ready`] read it (or given at start).
+    port: Option<u16>,
 }
 
 impl Binary {
@@ -633,15 +694,66 @@ impl Binary {
         option_env!("CARGO_BIN_EXE_llm-rotator").unwrap_or("llm-rotator")
     }
 
-    /// Writes `config` (with `[server] port` set by the caller via `{port}`) and starts
-    /// `llm-rotator serve`. `env` adds environment variables.
-    pub fn start(dir: &Path, config: &str, port: u16, env: &[(&str, &str)]) -> Binary {
-        Binary::start_as(dir, "serve", config, port, env, &[])
+    /// Where an agent started for `dir` writes the address it listens on.
+    pub fn ready_file(dir: &Path) -> PathBuf {
+        dir.join("ready")
+    }
+
+    /// The arguments that make `serve`/`run` listen on any free port and report it in
+    /// the ready file for `dir` (a dir no agent ran in before): for tests that build the
+    /// command themselves and hand the child to [`Binary::adopt`].
+    pub fn any_port_args(dir: &Path) -> Vec<std::ffi::OsString> {
+        vec![
+            "--port".into(),
+            "0".into(),
+            "--ready-file".into(),
+            Binary::ready_file(dir).into(),
+        ]
+    }
+
+    /// Wraps an agent a test started itself with [`Binary::any_port_args`] for `dir`.
+    pub fn adopt(child: Child, dir: &Path) -> Binary {
+        Binary {
+            child,
+            dir: dir.to_path_buf(),
+            port: None,
+        }
+    }
+
+    /// Writes `config` and starts `llm-rotator serve` on any free port. `env` adds
+    /// environment variables.
+    pub fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Binary {
+        Binary::start_as(dir, "serve", config, env, &[])
     }
 
     /// Like [`Binary::start`], with subcommand `sub` (`serve` or `run`) and the
     /// environment variables `unset` removed.
     pub fn start_as(
+        dir: &Path,
+        sub: &str,
+        config: &str,
+        env: &[(&str, &str)],
+        unset: &[&str],
+    ) -> Binary {
+        Binary::spawn(dir, sub, config, 0, env, unset)
+    }
+
+    /// Like [`Binary::start_as`], on this very port: for tests of a port that is already
+    /// taken (by another agent or another program).
+    pub fn start_on_port(
+        dir: &Path,
+        sub: &str,
+        config: &str,
+        port: u16,
+        env: &[(&str, &str)],
+        unset: &[&str],
+    ) -> Binary {
+        let mut bin = Binary::spawn(dir, sub, config, port, env, unset);
+        bin.port = Some(port);
+        bin
+    }
+
+    fn spawn(
         dir: &Path,
         sub: &str,
         config: &str,
@@ -654,6 +766,11 @@ impl Binary {
         std::fs::write(&cfg, config).expect("write config");
         let out = std::fs::File::create(dir.join("stdout.log")).expect("stdout");
         let err = std::fs::File::create(dir.join("stderr.log")).expect("stderr");
+        // An agent killed in this dir before (kill -9 leaves it behind) wrote another port.
+        let ready = Binary::ready_file(dir);
+        if ready.exists() {
+            std::fs::remove_file(&ready).expect("remove an old ready file");
+        }
         let mut cmd = Command::new(Binary::exe());
         cmd.arg(sub)
             .arg("--config")
@@ -662,6 +779,8 @@ impl Binary {
             .arg(dir.join("data"))
             .arg("--port")
             .arg(port.to_string())
+            .arg("--ready-file")
+            .arg(&ready)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(out)
@@ -673,25 +792,41 @@ impl Binary {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn llm-rotator");
-        Binary {
-            child,
-            port,
-            dir: dir.to_path_buf(),
-        }
+        Binary::adopt(child, dir)
+    }
+
+    /// The port it listens on (known once [`Binary::wait_ready`] returned).
+    pub fn port(&self) -> u16 {
+        self.port
+            .expect("the agent's port is known once wait_ready returned")
     }
 
     /// `http://127.0.0.1:port{path}`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://127.0.0.1:{}{path}", self.port())
     }
 
-    /// Waits until `/health` answers 200 (panics after 20 s).
+    /// The port in the ready file, once the agent wrote it (the file is written whole
+    /// or not at all).
+    fn reported_port(&self) -> Option<u16> {
+        let text = std::fs::read_to_string(Binary::ready_file(&self.dir)).ok()?;
+        let (_, port) = text.trim().rsplit_once(':')?;
+        Some(port.parse().expect("a port in the ready file"))
+    }
+
+    /// Waits until the agent reported its port and `/health` answers 200 (panics after
+    /// 20 s, or at once with its stderr when it exits).
     pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = client().get(self.url("/health")).send().await {
-                if r.status().is_success() {
-                    return;
+            if self.port.is_none() {
+                self.port = self.reported_port();
+            }
+            if self.port.is_some() {
+                if let Ok(r) = client().get(self.url("/health")).send().await {
+                    if r.status().is_success() {
+                        return;
+                    }
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
