@@ -211,16 +211,15 @@ async fn a_typo_saved_while_stopped_starts_on_the_last_good_config_until_fixed()
     // Fixing the file is picked up without a restart.
     let fixed = good.replace("alpha-model", "alpha-fixed");
     std::fs::write(dir.path().join("config.toml"), &fixed).unwrap();
-    let mut healed = false;
-    for _ in 0..100 {
-        let s = get_json(&bin, "/status").await;
-        if s["config"]["last_error"].is_null() && s["providers"][0]["model"] == "alpha-fixed" {
-            healed = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(healed, "the fixed file was not picked up");
+    wait_until(
+        std::time::Duration::from_secs(5),
+        "the fixed file is picked up",
+        || async {
+            let s = get_json(&bin, "/status").await;
+            s["config"]["last_error"].is_null() && s["providers"][0]["model"] == "alpha-fixed"
+        },
+    )
+    .await;
     bin.signal("TERM");
     assert_eq!(bin.wait_exit(), Some(0));
 }

@@ -490,6 +490,7 @@ async fn slow_headers_are_cut_off_and_idle_connections_closed_but_keep_alive_sur
     let mut kept = connect(&bin).await;
     kept.write_all(HEALTH).await.expect("write");
     assert_eq!(read_response(&mut kept).await.map(|r| r.0), Some(200));
+    // Deliberately longer than the header timeout, shorter than the idle timeout.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     kept.write_all(HEALTH).await.expect("write");
     assert_eq!(
@@ -579,18 +580,18 @@ async fn a_state_file_that_cannot_be_saved_shows_in_status_and_leaves_no_temp_fi
         }
     };
     toggle("disable").await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let error = loop {
-        let status = get_json(&bin, "/status").await;
-        if let Some(e) = status["state_error"].as_str() {
-            break e.to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no state_error: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let error = wait_for(
+        Duration::from_secs(10),
+        "/status shows a state_error",
+        || async {
+            let status = get_json(&bin, "/status").await;
+            match status["state_error"].as_str() {
+                Some(e) => Ok(e.to_string()),
+                None => Err(status.to_string()),
+            }
+        },
+    )
+    .await;
     assert!(
         error.contains("state.json") && error.contains("not being saved"),
         "{error}"
@@ -618,18 +619,19 @@ async fn a_state_file_that_cannot_be_saved_shows_in_status_and_leaves_no_temp_fi
     )
     .await;
     assert_eq!(code, 200, "{body}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = get_json(&bin, "/status").await;
-        if status["state_error"].is_null() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still failing: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(
+        Duration::from_secs(10),
+        "the state_error goes away",
+        || async {
+            let status = get_json(&bin, "/status").await;
+            if status["state_error"].is_null() {
+                Ok(())
+            } else {
+                Err(status.to_string())
+            }
+        },
+    )
+    .await;
     assert!(data.join("state.json").is_file());
 }
 

@@ -141,7 +141,8 @@ async fn history_counts_every_attempt_under_load_and_survives_kill_9() {
     assert!(text.contains("PROVIDER") && text.contains("beta"), "{text}");
     assert!(!text.contains("alpha"), "{text}");
     assert!(text.contains('█'), "a sparkline: {text}");
-    // kill -9 after the writer's flush interval: nothing is lost.
+    // kill -9 deliberately after the writer's flush interval (the bound under test):
+    // nothing is lost.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     bin.signal("KILL");
     let _ = bin.wait_exit();

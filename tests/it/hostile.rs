@@ -154,6 +154,7 @@ async fn answers_too_large_to_buffer_rotate_with_memory_bounded() {
             .contains("max_response_bytes"),
         "{st}"
     );
+    // Deliberately past a's transient cooldown (1 s), so the next request tries it again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (code, headers, _) = chat(&bin, json!({"messages": []})).await;
     assert_eq!(

@@ -246,18 +246,19 @@ fn model_list(ids: &[&str]) -> Value {
 
 /// Polls `/status` until the provider's catalog has been read (fails after 10 s).
 async fn wait_for_catalog(target: &impl Served, provider: &str) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let st = provider_status(target, provider).await;
-        if st["catalog_fetched_at"].is_string() {
-            return st;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "catalog never read: {st}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_for(
+        std::time::Duration::from_secs(10),
+        "the catalog is read",
+        || async {
+            let st = provider_status(target, provider).await;
+            if st["catalog_fetched_at"].is_string() {
+                Ok(st)
+            } else {
+                Err(st.to_string())
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test]
