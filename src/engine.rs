@@ -122,6 +122,11 @@ impl Engine {
         self
     }
 
+    /// The config the agent started with (settings read only at start come from it).
+    pub fn started_config(&self) -> Arc<Config> {
+        Arc::clone(&self.started)
+    }
+
     /// The config in force now.
     pub fn config(&self) -> Arc<Config> {
         Arc::clone(&self.config.borrow())

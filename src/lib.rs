@@ -70,6 +70,7 @@ pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod settings;
+pub mod shared;
 pub mod state;
 pub mod strict;
 pub mod telemetry;

@@ -299,6 +299,7 @@ mod tests {
             rate_limited_until: None,
             cooldown_remaining_secs: 0,
             tokens_left: None,
+            requests_all_machines: None,
             cooldown_reason: None,
             headroom: Headroom::default(),
             headroom_read_at: None,
@@ -334,6 +335,7 @@ mod tests {
             oversized_events: 0,
             headroom: Headroom::default(),
             runs_out_at: None,
+            request_count_all_machines: None,
         }
     }
 
@@ -357,6 +359,7 @@ mod tests {
             waiting: 0,
             state_error: None,
             headroom: Default::default(),
+            shared: None,
         }
     }
 

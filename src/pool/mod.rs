@@ -12,10 +12,14 @@
 mod catalogs;
 mod persist;
 mod reload;
+mod shared;
 mod snapshot;
 
 use persist::fnv_hex;
 pub use persist::{key_hash, KeyRecord, ProviderRecord};
+pub use shared::{
+    endpoint_id, shared_key_id, Facts, Freed, KeyFacts, Remote, SharedHold, SharedStatus,
+};
 #[cfg(test)]
 mod tests;
 
@@ -35,7 +39,8 @@ use crate::upstream::limits::Budget;
 use crate::upstream::scrub::KeyMask;
 
 pub use snapshot::{
-    countdown, ConfigSnapshot, KeySnapshot, ProviderSnapshot, ProviderStateKind, Snapshot,
+    countdown, ConfigSnapshot, KeySnapshot, ProviderSnapshot, ProviderStateKind, SharedMachine,
+    SharedSnapshot, Snapshot,
 };
 
 /// Which providers a request may go to, decided from its `model` field.
@@ -234,6 +239,11 @@ struct KeyState {
     /// The provider's last word on this key's windows: the reading, when it was taken
     /// and the key's requests today then (not persisted: a restart reads it anew).
     reading: Option<(Reading, DateTime<Utc>, u64)>,
+    /// Its id in the shared pool (`None` for a keyless provider: nothing to share).
+    shared_id: Option<Arc<str>>,
+    /// What the other machines of a shared pool used of it today: (day, requests,
+    /// tokens), all of them together.
+    others: Option<(NaiveDate, u64, u64)>,
 }
 
 impl KeyState {
@@ -268,7 +278,7 @@ impl KeyState {
             &headroom::KeyInput {
                 reading,
                 requests_at_reading: at_reading,
-                counts: &self.counts,
+                counts: &self.day_counts(),
                 limits,
                 day_end,
             },
@@ -461,6 +471,7 @@ impl ProviderState {
             for k in &mut self.keys {
                 k.counts.requests_today = 0;
                 k.counts.tokens_today = 0;
+                k.others = None;
             }
         }
     }
@@ -478,6 +489,10 @@ struct Inner {
     state_error: Option<String>,
     /// Requests waiting for a provider to come back (see `proxy::wait`).
     waiting: usize,
+    /// The shared pool, when one is configured (see `crate::shared`).
+    shared: Option<SharedStatus>,
+    /// Keys freed by hand, for the shared pool's other machines.
+    shared_freed: Vec<Freed>,
 }
 
 /// The shared provider state. Cheap to clone (an `Arc` inside).
@@ -515,6 +530,8 @@ impl Pool {
             config_path: None,
             state_error: None,
             waiting: 0,
+            shared: None,
+            shared_freed: Vec::new(),
         };
         inner.apply(providers, keys, now);
         let (tx, _rx) = watch::channel(0);
@@ -797,7 +814,7 @@ impl Pool {
             if !budget.reading.is_empty() {
                 // The provider's figures already count the request these headers came
                 // with; the pool counts it when the answer is reported, just after.
-                let counted = k.counts.requests_today.saturating_add(1);
+                let counted = k.day_counts().requests_today.saturating_add(1);
                 k.reading = Some((budget.reading, now, counted));
             }
         }
@@ -931,8 +948,9 @@ impl Pool {
     pub fn set_enabled(&self, name: &str, enabled: bool) -> bool {
         let found = {
             let mut inner = self.lock();
-            match inner.providers.iter_mut().find(|p| p.config.name == name) {
-                Some(p) => {
+            match inner.providers.iter().position(|p| p.config.name == name) {
+                Some(i) => {
+                    let p = &mut inner.providers[i];
                     p.enabled_override = (enabled != p.config.enabled).then_some(enabled);
                     if enabled {
                         // Re-enabling is the user's way to say "try this key again": also
@@ -941,6 +959,7 @@ impl Pool {
                             k.auth_failed = false;
                             k.clear_cooldown();
                         }
+                        Pool::note_freed(&mut inner, i, true);
                     }
                     true
                 }
@@ -959,11 +978,13 @@ impl Pool {
     pub fn reset(&self, name: &str, now: DateTime<Utc>) -> Option<ProviderSnapshot> {
         {
             let mut inner = self.lock();
-            let p = inner.providers.iter_mut().find(|p| p.config.name == name)?;
+            let i = inner.providers.iter().position(|p| p.config.name == name)?;
+            let p = &mut inner.providers[i];
             for k in &mut p.keys {
                 k.clear_cooldown();
             }
             p.last_error = None;
+            Pool::note_freed(&mut inner, i, false);
         }
         self.changed();
         self.snapshot(now)

@@ -86,6 +86,7 @@ impl Inner {
                     None => {
                         let id = self.next_key_id;
                         self.next_key_id += 1;
+                        let shared_id = key.as_ref().map(|k| Arc::from(shared_key_id(k)));
                         KeyState {
                             id,
                             mask: Arc::new(KeyMask::new(key.as_ref())),
@@ -100,6 +101,8 @@ impl Inner {
                             out_of_tier: BTreeMap::new(),
                             token_budget: None,
                             reading: None,
+                            shared_id,
+                            others: None,
                         }
                     }
                 };

@@ -825,3 +825,98 @@ fn the_latest_header_reading_is_kept_per_key_and_counted_down_by_what_is_sent_si
     let later = reset + chrono::Duration::seconds(1);
     assert!(pool.snapshot(later).providers[0].headroom.is_empty());
 }
+
+#[test]
+fn another_machines_cooldown_applies_only_when_it_ends_later_and_never_to_other_keys() {
+    let ps = [provider("a", 1, &[]), provider("b", 2, &[])];
+    let pool = pool(
+        &ps,
+        &keys(&[("a", &["ka-1111111111"]), ("b", &["kb-2222222222"])]),
+    );
+    let id = shared_key_id(&ApiKey::new("ka-1111111111").expect("key"));
+    let hold = |secs: i64| Remote::Hold {
+        key: id.clone(),
+        hold: SharedHold {
+            hold: Hold::RateLimit,
+            until: t0() + chrono::Duration::seconds(secs),
+        },
+        machine: "desk".into(),
+    };
+    assert!(pool.apply_shared(&hold(60), t0()));
+    let snap = pool.snapshot(t0());
+    assert_eq!(snap.providers[0].state, ProviderStateKind::CoolingDown);
+    assert!(snap.providers[0]
+        .cooldown_reason
+        .as_deref()
+        .is_some_and(|r| r.contains("desk")));
+    assert_eq!(snap.providers[1].state, ProviderStateKind::Ready);
+    assert!(
+        !pool.apply_shared(&hold(30), t0()),
+        "an earlier end changes nothing"
+    );
+    assert!(
+        !pool.apply_shared(&hold(-1), t0()),
+        "an ended one changes nothing"
+    );
+    // What the pool shares back is the same cooldown, so it is not news to anyone.
+    let facts = pool.shared_facts(t0());
+    let a = facts.keys.iter().find(|k| k.id == id).expect("key a");
+    assert_eq!(
+        a.hold.map(|h| h.until),
+        Some(t0() + chrono::Duration::seconds(60))
+    );
+}
+
+#[test]
+fn other_machines_counts_are_measured_against_configured_limits() {
+    let mut cfg = (*provider("a", 1, &[])).clone();
+    cfg.limits.requests_per_day = Some(10);
+    let ps = [Arc::new(cfg)];
+    let pool = pool(&ps, &keys(&[("a", &["ka-1111111111"])]));
+    pool.set_shared_status(SharedStatus {
+        pool: "p".into(),
+        server: "redis://x:6379".into(),
+        online: true,
+        since: t0(),
+        error: None,
+        machines: vec![],
+    });
+    let id = shared_key_id(&ApiKey::new("ka-1111111111").expect("key"));
+    let day = t0().with_timezone(&Local).date_naive();
+    assert!(pool.apply_shared(
+        &Remote::Others {
+            key: id,
+            day,
+            requests: 7,
+            tokens: 0
+        },
+        t0()
+    ));
+    let snap = pool.snapshot(t0());
+    let p = &snap.providers[0];
+    assert_eq!(p.request_count, 0);
+    assert_eq!(p.request_count_all_machines, Some(7));
+    assert_eq!(p.headroom.requests_today.map(|d| d.left), Some(3));
+    assert_eq!(p.keys[0].requests_all_machines, Some(7));
+}
+
+#[test]
+fn keys_freed_by_hand_are_told_to_the_shared_pool_only_when_there_is_one() {
+    let ps = [provider("a", 1, &[])];
+    let pool = pool(&ps, &keys(&[("a", &["ka-1111111111"])]));
+    pool.reset("a", t0());
+    assert!(pool.shared_facts(t0()).freed.is_empty());
+    pool.set_shared_status(SharedStatus {
+        pool: "p".into(),
+        server: "s".into(),
+        online: true,
+        since: t0(),
+        error: None,
+        machines: vec![],
+    });
+    pool.set_enabled("a", true);
+    let freed = pool.shared_facts(t0()).freed;
+    assert_eq!(freed.len(), 1);
+    assert!(freed[0].rejection);
+    assert!(pool.shared_facts(t0()).freed.is_empty(), "drained");
+}

@@ -447,6 +447,16 @@ pub fn build(input: &MenuInput<'_>) -> MenuModel {
                 ),
             ));
         }
+        if let Some(shared) = &snap.shared {
+            let mut line = shared.headline();
+            if let Some(first) = line.get(..1) {
+                line = first.to_uppercase() + &line[1..];
+            }
+            items.push(Item::label(
+                "shared",
+                format!("    {}", shorten(&line, MAX_DETAIL_CHARS)),
+            ));
+        }
         if let Some(err) = &snap.state_error {
             items.push(Item::label(
                 "state-error",

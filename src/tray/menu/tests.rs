@@ -32,6 +32,7 @@ fn provider(name: &str, priority: u32, state: ProviderStateKind) -> ProviderSnap
         oversized_events: 0,
         headroom: Default::default(),
         runs_out_at: None,
+        request_count_all_machines: None,
     }
 }
 
@@ -47,6 +48,7 @@ fn snapshot(providers: Vec<ProviderSnapshot>) -> Snapshot {
         waiting: 0,
         state_error: None,
         headroom: Default::default(),
+        shared: None,
     }
 }
 
