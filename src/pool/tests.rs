@@ -920,3 +920,27 @@ fn keys_freed_by_hand_are_told_to_the_shared_pool_only_when_there_is_one() {
     assert!(freed[0].rejection);
     assert!(pool.shared_facts(t0()).freed.is_empty(), "drained");
 }
+
+#[test]
+fn a_model_retired_on_another_machine_is_skipped_here_only_on_the_same_endpoint() {
+    let a = provider("a", 1, &[]);
+    let ps = [Arc::clone(&a), provider("b", 2, &[])];
+    let pool = pool(
+        &ps,
+        &keys(&[("a", &["ka-1111111111"]), ("b", &["kb-2222222222"])]),
+    );
+    let retired = |endpoint: String| Remote::Retired {
+        endpoint,
+        model: "a-default".into(),
+        machine: "desk".into(),
+    };
+    assert!(!pool.apply_shared(&retired(endpoint_id("https://elsewhere/v1")), t0()));
+    assert!(pool.apply_shared(&retired(endpoint_id(&a.base_url)), t0()));
+    let snap = pool.snapshot(t0());
+    assert_eq!(snap.providers[0].state, ProviderStateKind::ModelRetired);
+    assert_eq!(snap.providers[1].state, ProviderStateKind::Ready);
+    assert_eq!(
+        pool.shared_facts(t0()).retired,
+        vec![(endpoint_id(&a.base_url), "a-default".to_string())]
+    );
+}

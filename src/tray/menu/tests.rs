@@ -645,3 +645,44 @@ fn reset_cooldowns_lists_every_provider_and_only_cooling_ones_can_be_clicked() {
         .dump()
         .contains("(off) > Reset cooldowns"));
 }
+
+#[test]
+fn the_shared_pool_shows_its_machines_or_that_it_is_offline() {
+    use crate::pool::{SharedMachine, SharedSnapshot};
+    let mut snap = snapshot(vec![provider("groq", 1, ProviderStateKind::Ready)]);
+    let machine = |name: &str, this: bool| SharedMachine {
+        name: name.into(),
+        this,
+        last_seen: "2026-01-01T00:00:00Z".into(),
+        last_seen_secs: 4,
+    };
+    snap.shared = Some(SharedSnapshot {
+        pool: "home".into(),
+        server: "redis://10.0.0.5:6379".into(),
+        state: "online".into(),
+        since: "2026-01-01T00:00:00Z".into(),
+        error: None,
+        machines: vec![machine("laptop", true), machine("studio", false)],
+    });
+    let shown = texts(&build(&input(Some(&snap))));
+    assert!(
+        shown
+            .iter()
+            .any(|t| t.trim() == "Shared pool home: 2 machines"),
+        "{shown:?}"
+    );
+    let shared = snap.shared.as_mut().expect("shared");
+    shared.state = "offline".into();
+    shared.error = Some("connection refused".into());
+    let shown = texts(&build(&input(Some(&snap))));
+    assert!(
+        shown
+            .iter()
+            .any(|t| t.trim() == "Shared pool offline: connection refused"),
+        "{shown:?}"
+    );
+    assert_eq!(
+        snap.shared.as_ref().expect("shared").machines[1].words(),
+        "studio (seen 4 s ago)"
+    );
+}
