@@ -17,6 +17,7 @@ mod snapshot;
 
 use persist::fnv_hex;
 pub use persist::{key_hash, KeyRecord, ProviderRecord};
+pub use reload::Reload;
 pub use shared::{
     endpoint_id, shared_key_id, Facts, Freed, KeyFacts, Remote, SharedHold, SharedStatus,
 };

@@ -21,6 +21,23 @@ impl Pool {
         self.changed();
     }
 
+    /// A whole reload in one step: the providers, their keys, the routing policy, the key
+    /// store's note and the config file's status change under one lock, `publish` (the
+    /// live config's swap, see `Engine`) runs inside it, and viewers are told once. No
+    /// one sees the new providers with the old config or the old status.
+    pub fn apply_reload(&self, reload: Reload<'_>, publish: impl FnOnce()) {
+        {
+            let mut inner = self.lock();
+            inner.routing = reload.routing;
+            inner.apply(reload.providers, reload.keys, reload.now);
+            inner.key_note = reload.key_note;
+            inner.config_path = reload.config_path;
+            inner.config_error = None;
+            publish();
+        }
+        self.changed();
+    }
+
     /// Replaces only the keys (after `keys set`/`delete`), keeping everything else.
     pub fn apply_keys(&self, keys: &HashMap<String, Vec<ProviderKey>>, now: DateTime<Utc>) {
         {
@@ -36,6 +53,22 @@ impl Pool {
         self.catalog_wanted.notify_one();
         self.changed();
     }
+}
+
+/// What a reload changes in the pool (see [`Pool::apply_reload`]).
+pub struct Reload<'a> {
+    /// The new providers, in file order.
+    pub providers: &'a [Arc<ProviderConfig>],
+    /// Their keys, by provider name.
+    pub keys: &'a HashMap<String, Vec<ProviderKey>>,
+    /// The new routing policy.
+    pub routing: RoutingConfig,
+    /// The key store's note for `/status`.
+    pub key_note: Option<String>,
+    /// The config file the reload read.
+    pub config_path: Option<String>,
+    /// When.
+    pub now: DateTime<Utc>,
 }
 
 impl Inner {
