@@ -111,8 +111,7 @@ impl Inner {
                         if endpoint_changed {
                             k.auth_failed = false;
                             k.cooldown_until = None;
-                            k.cooldown_reason = None;
-                            k.hold = None;
+                            k.cause = None;
                         }
                         k
                     }
@@ -126,8 +125,7 @@ impl Inner {
                             key,
                             label,
                             cooldown_until: None,
-                            cooldown_reason: None,
-                            hold: None,
+                            cause: None,
                             consecutive_429: 0,
                             auth_failed: false,
                             counts: Counts::default(),
@@ -166,6 +164,7 @@ impl Inner {
                     total_requests: 0,
                     total_tokens: 0,
                     last_error: None,
+                    last_error_kind: None,
                     next_key: 0,
                     retired: BTreeMap::new(),
                     gone: None,

@@ -32,11 +32,14 @@ fn hex16(digest: &[u8]) -> String {
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-/// A cooldown as other machines learn it: its kind and when it ends.
+/// A cooldown as other machines learn it: its kind, what it is about and when it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedHold {
     /// What kind of pause.
     pub hold: Hold,
+    /// What it is about (a daily quota, a rate limit...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<CauseKind>,
     /// When it ends.
     pub until: DateTime<Utc>,
 }
@@ -145,16 +148,6 @@ pub struct SharedStatus {
     pub machines: Vec<(String, bool, DateTime<Utc>)>,
 }
 
-/// The reason shown for a cooldown another machine started.
-fn remote_reason(hold: SharedHold, machine: &str, now: DateTime<Utc>) -> String {
-    match hold.hold {
-        Hold::Bench => format!("{} (seen on {machine})", quota_reason(hold.until, now)),
-        Hold::Payment => format!("billing problem (seen on {machine})"),
-        Hold::RateLimit | Hold::RateLimitGuess => format!("rate limited (seen on {machine})"),
-        Hold::Transient => format!("failing (seen on {machine})"),
-    }
-}
-
 impl KeyState {
     /// Today's counts over every machine sharing the key (this agent's own without a
     /// shared pool): what the configured limits and the headroom are measured against.
@@ -199,9 +192,24 @@ impl Pool {
                 if facts.keys.iter().any(|f| f.id == **id) {
                     continue;
                 }
-                let hold = match (k.hold, k.cooldown_until) {
-                    (Some(hold), Some(until)) if hold != Hold::Transient && until > now => {
-                        Some(SharedHold { hold, until })
+                let hold = match (&k.cause, k.cooldown_until) {
+                    (Some(cause), Some(until))
+                        if cause.hold() != Hold::Transient
+                            && until > now
+                            && !matches!(cause, Cause::Shared { .. } | Cause::Saved { .. }) =>
+                    {
+                        Some(SharedHold {
+                            hold: cause.hold(),
+                            cause: Some(cause.kind()),
+                            until,
+                        })
+                    }
+                    (Some(Cause::Shared { hold, cause, .. }), Some(until)) if until > now => {
+                        Some(SharedHold {
+                            hold: *hold,
+                            cause: *cause,
+                            until,
+                        })
                     }
                     _ => None,
                 };
@@ -260,7 +268,13 @@ impl Pool {
                             key: _,
                         } => {
                             if hold.until > now && k.cooldown_until.is_none_or(|t| t < hold.until) {
-                                k.hold(hold.hold, hold.until, remote_reason(*hold, machine, now));
+                                let cause = Cause::Shared {
+                                    hold: hold.hold,
+                                    cause: hold.cause,
+                                    until: hold.until,
+                                    machine: machine.clone(),
+                                };
+                                k.hold(cause, hold.until);
                                 changed = true;
                             }
                         }
@@ -281,6 +295,7 @@ impl Pool {
                                     "the key {} was rejected (seen on {machine})",
                                     label_of(k)
                                 ));
+                                p.last_error_kind = Some(CauseKind::KeyRejected);
                                 changed = true;
                             }
                         }

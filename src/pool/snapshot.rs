@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{secs_until, Inner};
+use super::{secs_until, Cause, CauseKind, Inner};
 use crate::headroom::{self, Headroom, PoolHeadroom};
 
 /// What a provider is doing right now.
@@ -77,6 +77,10 @@ pub struct KeySnapshot {
     pub cooldown_remaining_secs: u64,
     /// Why it cools down.
     pub cooldown_reason: Option<String>,
+    /// What its cooldown is about (`rate_limit`, `daily_quota`, `allowance`, `credits`,
+    /// `transient`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_cause: Option<CauseKind>,
     /// What it has left, and when each window refills.
     #[serde(default)]
     pub headroom: Headroom,
@@ -126,8 +130,14 @@ pub struct ProviderSnapshot {
     pub cooldown_remaining_secs: u64,
     /// Why it cools down.
     pub cooldown_reason: Option<String>,
+    /// What its cooldown is about (see [`CauseKind`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_cause: Option<CauseKind>,
     /// Last failure.
     pub last_error: Option<String>,
+    /// What the last failure was about (`rate_limit`, `key_rejected`, `model_retired`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_kind: Option<CauseKind>,
     /// Per key.
     pub keys: Vec<KeySnapshot>,
     /// The model "auto" is sent to now: the first of the preference list that is not
@@ -385,7 +395,7 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
                 p.keys
                     .iter()
                     .find(|k| k.cooldown_until == Some(t))
-                    .and_then(|k| k.cooldown_reason.clone())
+                    .and_then(|k| k.cause.as_ref())
             });
             let keys = if p.config.requires_key {
                 p.keys
@@ -409,7 +419,12 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
                                 .cooldown_until
                                 .filter(|_| cooling)
                                 .map_or(0, |t| secs_until(t, now)),
-                            cooldown_reason: k.cooldown_reason.clone().filter(|_| cooling),
+                            cooldown_reason: k
+                                .cause
+                                .as_ref()
+                                .filter(|_| cooling)
+                                .map(|c| c.words(now)),
+                            cooldown_cause: k.cause.as_ref().filter(|_| cooling).map(Cause::kind),
                             headroom: *h,
                             headroom_read_at: k.reading.map(|(_, at, _)| rfc3339(at)),
                             tokens_left: k
@@ -441,8 +456,10 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
                 is_rate_limited: ready_at.is_some(),
                 rate_limited_until: ready_at.map(rfc3339),
                 cooldown_remaining_secs: ready_at.map_or(0, |t| secs_until(t, now)),
-                cooldown_reason: reason,
+                cooldown_reason: reason.map(|c| c.words(now)),
+                cooldown_cause: reason.map(Cause::kind),
                 last_error: p.last_error.clone(),
+                last_error_kind: p.last_error.as_ref().and(p.last_error_kind),
                 keys,
                 model_in_use: p.model_in_use().map(str::to_string),
                 preferred: p.config.preferred.clone(),

@@ -838,6 +838,7 @@ fn another_machines_cooldown_applies_only_when_it_ends_later_and_never_to_other_
         key: id.clone(),
         hold: SharedHold {
             hold: Hold::RateLimit,
+            cause: None,
             until: t0() + chrono::Duration::seconds(secs),
         },
         machine: "desk".into(),
@@ -942,5 +943,61 @@ fn a_model_retired_on_another_machine_is_skipped_here_only_on_the_same_endpoint(
     assert_eq!(
         pool.shared_facts(t0()).retired,
         vec![(endpoint_id(&a.base_url), "a-default".to_string())]
+    );
+}
+
+#[test]
+fn a_cooldowns_cause_is_kept_as_data_across_a_restart_and_older_files_keep_their_words() {
+    let ps = [provider("a", 1, &[])];
+    let ks = keys(&[("a", &["ka-1111111111"])]);
+    let pool1 = pool(&ps, &ks);
+    let a = pool1.pick(&Route::Any, &[], t0()).expect("pick");
+    let until = t0() + chrono::Duration::hours(3);
+    pool1.report(
+        &a,
+        &Outcome::QuotaExhausted {
+            until,
+            reason: "per day limit".into(),
+        },
+        t0(),
+    );
+    let snap = pool1.snapshot(t0());
+    assert_eq!(
+        snap.providers[0].cooldown_cause,
+        Some(CauseKind::DailyQuota)
+    );
+    assert_eq!(
+        snap.providers[0].last_error_kind,
+        Some(CauseKind::DailyQuota)
+    );
+    let words = snap.providers[0].cooldown_reason.clone().expect("words");
+    assert!(words.starts_with("daily quota used"), "{words}");
+
+    let mut records = pool1.records(t0());
+    let pool2 = pool(&ps, &ks);
+    pool2.restore(&records, t0());
+    let again = pool2.snapshot(t0());
+    assert_eq!(
+        again.providers[0].cooldown_cause,
+        Some(CauseKind::DailyQuota)
+    );
+    assert_eq!(
+        again.providers[0].cooldown_reason.as_deref(),
+        Some(words.as_str())
+    );
+
+    // A file from before causes were kept: its kind and words come back as they were.
+    for k in records.get_mut("a").expect("a").keys.values_mut() {
+        k.cause = None;
+        k.cooldown_reason = Some("HTTP 402: no credits".into());
+        k.hold = Some(Hold::Payment);
+    }
+    let pool3 = pool(&ps, &ks);
+    pool3.restore(&records, t0());
+    let old = pool3.snapshot(t0());
+    assert_eq!(old.providers[0].cooldown_cause, Some(CauseKind::Credits));
+    assert_eq!(
+        old.providers[0].cooldown_reason.as_deref(),
+        Some("HTTP 402: no credits")
     );
 }

@@ -419,10 +419,16 @@ impl Session {
         }
         let remote = match &m.event {
             Event::Hello => return true,
-            Event::Hold { key, hold, until } => Remote::Hold {
+            Event::Hold {
+                key,
+                hold,
+                cause,
+                until,
+            } => Remote::Hold {
                 key: key.clone(),
                 hold: SharedHold {
                     hold: *hold,
+                    cause: *cause,
                     until: *until,
                 },
                 machine: m.name.clone(),

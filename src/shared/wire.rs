@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::pool::{Facts, Hold, SharedHold};
+use crate::pool::{CauseKind, Facts, Hold, SharedHold};
 
 /// How long a rejected key stays marked in the pool.
 pub const REJECTED_SECS: u64 = 7 * 24 * 3600;
@@ -95,6 +95,9 @@ pub enum Event {
         key: String,
         /// What kind of pause.
         hold: Hold,
+        /// What it is about (absent from older agents).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<CauseKind>,
         /// When it ends.
         until: DateTime<Utc>,
     },
@@ -181,9 +184,15 @@ impl Known {
     /// Notes what an event (sent or received) put on the server.
     pub fn learn(&mut self, event: &Event) {
         match event {
-            Event::Hold { key, hold, until } => {
+            Event::Hold {
+                key,
+                hold,
+                cause,
+                until,
+            } => {
                 let h = SharedHold {
                     hold: *hold,
+                    cause: *cause,
                     until: *until,
                 };
                 let entry = self.holds.entry(key.clone()).or_insert(h);
@@ -229,6 +238,7 @@ impl Known {
                     out.push(Event::Hold {
                         key: k.id.clone(),
                         hold: h.hold,
+                        cause: h.cause,
                         until: h.until,
                     });
                 }
@@ -327,7 +337,11 @@ mod tests {
     fn key(id: &str, hold: Option<(Hold, i64)>, rejected: bool, requests: u64) -> KeyFacts {
         KeyFacts {
             id: id.into(),
-            hold: hold.map(|(hold, s)| SharedHold { hold, until: t(s) }),
+            hold: hold.map(|(hold, s)| SharedHold {
+                hold,
+                cause: None,
+                until: t(s),
+            }),
             rejected,
             requests_today: requests,
             tokens_today: 0,
@@ -346,6 +360,7 @@ mod tests {
             vec![Event::Hold {
                 key: "k".into(),
                 hold: Hold::Bench,
+                cause: None,
                 until: t(600)
             }]
         );
@@ -357,6 +372,7 @@ mod tests {
         known.learn(&Event::Hold {
             key: "k".into(),
             hold: Hold::RateLimit,
+            cause: None,
             until: t(60),
         });
         known.learn(&Event::Rejected { key: "r".into() });
@@ -447,6 +463,7 @@ mod tests {
             event: Event::Hold {
                 key: "abc".into(),
                 hold: Hold::Bench,
+                cause: Some(CauseKind::DailyQuota),
                 until: t(5),
             },
         };

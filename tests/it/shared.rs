@@ -12,10 +12,10 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-const K_REJ: &str = "sk-rej-7Q2mX9vLp4Rt8Wz1";
-const K_FIRST: &str = "sk-first-Hn3Jc6Ub0Ye5Ka2";
-const K_DAILY: &str = "sk-daily-Gt7Fd4Ms1Qp8Lv3";
-const K_LAST: &str = "sk-last-Zx5Cv2Bn9Mm6Aa1";
+const K_REJ: &str = "sk-rj-7Q2mX9vLp4Rt8Wz1";
+const K_FIRST: &str = "sk-fs-Hn3Jc6Ub0Ye5Ka2";
+const K_DAILY: &str = "sk-dy-Gt7Fd4Ms1Qp8Lv3";
+const K_LAST: &str = "sk-ls-Zx5Cv2Bn9Mm6Aa1";
 
 fn keys_env() -> Vec<(&'static str, &'static str)> {
     vec![

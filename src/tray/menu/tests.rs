@@ -20,7 +20,9 @@ fn provider(name: &str, priority: u32, state: ProviderStateKind) -> ProviderSnap
         rate_limited_until: None,
         cooldown_remaining_secs: 0,
         cooldown_reason: None,
+        cooldown_cause: None,
         last_error: None,
+        last_error_kind: None,
         keys: Vec::new(),
         model_in_use: Some("m".into()),
         preferred: vec!["m".into()],
@@ -121,9 +123,11 @@ fn every_provider_state_has_its_words() {
 fn a_finished_rate_limit_is_not_a_failure() {
     let mut p = provider("gemini", 1, ProviderStateKind::Ready);
     p.last_error = Some("HTTP 429: quota exceeded".into());
+    p.last_error_kind = Some(crate::pool::CauseKind::RateLimit);
     assert_eq!(state_text(&p), "ready");
     assert_eq!(provider_detail(&p), None);
     p.last_error = Some("connection failed".into());
+    p.last_error_kind = Some(crate::pool::CauseKind::Transient);
     assert_eq!(state_text(&p), "failing");
     assert_eq!(
         provider_detail(&p).as_deref(),
