@@ -335,6 +335,10 @@ async fn serve_async(
     // Only the agent that serves tells the desktop: a second copy stays quiet.
     let notifications = listener.as_ref().map(|_| crate::notify::start(&engine));
     let release = crate::memory::start();
+    // Only an agent that serves joins the shared pool.
+    let shared = listener
+        .as_ref()
+        .and_then(|_| crate::shared::start(&engine, &paths.data_dir));
     let watcher = crate::watcher::start(&engine);
     // In the background: the first request never waits for a provider's model list.
     let catalogs = crate::catalog::start(&engine, &paths.data_dir);
@@ -372,6 +376,9 @@ async fn serve_async(
         notifications.stop();
     }
     release.abort();
+    if let Some(shared) = shared {
+        shared.abort();
+    }
     if let Some(history) = history {
         if let Err(e) = tokio::task::spawn_blocking(move || history.stop()).await {
             tracing::error!("usage history writer failed to stop: {e}");

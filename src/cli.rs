@@ -247,6 +247,9 @@ fn config_check(opts: &ServeOptions, file: Option<&PathBuf>) -> Result<ExitCode>
         config.providers.len(),
         with_keys,
     );
+    for warning in config.shared.iter().flat_map(|s| s.warnings()) {
+        eprintln!("warning: {warning}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -564,10 +567,14 @@ fn status_table_at(snap: &Snapshot, now: chrono::DateTime<chrono::Utc>) -> Strin
             "-".into()
         };
         let day = p.headroom.requests_today;
+        let today = match p.request_count_all_machines {
+            Some(all) if all != p.request_count => format!("{} ({all} shared)", p.request_count),
+            _ => p.request_count.to_string(),
+        };
         rows.push([
             p.name.clone(),
             state.into(),
-            p.request_count.to_string(),
+            today,
             day.map_or("-".into(), |d| thousands(d.left)),
             day.map_or("-".into(), |d| clock(d.resets_at, now)),
             p.headroom
@@ -595,6 +602,15 @@ fn status_table_at(snap: &Snapshot, now: chrono::DateTime<chrono::Utc>) -> Strin
             if p.state != ProviderStateKind::Ready {
                 out.push_str(&format!("{}: {err}\n", p.name));
             }
+        }
+    }
+    if let Some(shared) = &snap.shared {
+        out.push_str(&format!("{} ({})\n", shared.headline(), shared.server));
+        for m in &shared.machines {
+            out.push_str(&format!("  {}\n", m.words()));
+        }
+        if !shared.online() {
+            out.push_str("  running on this machine's own state until it is back\n");
         }
     }
     if let Some(note) = &snap.key_store {

@@ -3,6 +3,11 @@
 //! the tray, signals): toggle, reload config, reload keys. Fallible work (reading files,
 //! asking the keychain) runs off the async workers and completes before anything is
 //! swapped in, so requests never see half-old, half-new state.
+//!
+//! The live config has one owner: the `watch` here, swapped only inside the pool's lock
+//! by [`Pool::apply_reload`](crate::pool::Pool::apply_reload), which changes the
+//! providers, keys, routing, key note and config status in the same step. A request
+//! reads the config once when it starts and finishes on it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,6 +33,13 @@ pub enum EngineError {
     /// There is no config file to reload (running on the built-in default).
     #[error("no config file to reload")]
     NoFile,
+}
+
+/// A reload's fallible half, done: what the infallible half swaps in.
+struct PreparedReload {
+    config: Arc<Config>,
+    keys: HashMap<String, Vec<ProviderKey>>,
+    key_note: Option<String>,
 }
 
 /// The shared state behind every front end. Cheap to clone.
@@ -122,6 +134,11 @@ impl Engine {
         self
     }
 
+    /// The config the agent started with (settings read only at start come from it).
+    pub fn started_config(&self) -> Arc<Config> {
+        Arc::clone(&self.started)
+    }
+
     /// The config in force now.
     pub fn config(&self) -> Arc<Config> {
         Arc::clone(&self.config.borrow())
@@ -156,13 +173,30 @@ impl Engine {
         snap
     }
 
-    /// Re-reads the config file and the keys, validates, then swaps in one step. On error
-    /// the running config stays and the error is recorded for `/status`.
+    /// Re-reads the config file and the keys, validates, then swaps in one step: a
+    /// fallible prepare ([`Engine::prepare_reload`]: the file, the keychain) and one
+    /// infallible apply that changes the pool and the live config together and publishes
+    /// once. On error the running config stays and the error is recorded for `/status`.
     pub async fn reload(&self) -> Result<Arc<Config>, EngineError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let path_text = self.config_path.as_ref().map(|p| p.display().to_string());
+        match self.prepare_reload().await {
+            Ok(prepared) => Ok(self.apply_reload(prepared, path_text)),
+            Err(e @ EngineError::Config(_)) => {
+                tracing::error!("config reload rejected, keeping the running config: {e}");
+                self.pool.set_config_status(path_text, Some(e.to_string()));
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The fallible half of a reload: reads and validates the file (keeping a copy of a
+    /// good one), then looks up every provider's keys; off the async workers.
+    async fn prepare_reload(&self) -> Result<PreparedReload, EngineError> {
         let Some(path) = self.config_path.as_deref().cloned() else {
             return Err(EngineError::NoFile);
         };
-        let _one_at_a_time = self.reloading.lock().await;
         let store = Arc::clone(&self.keys);
         let last_good = self.last_good.clone();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -180,40 +214,52 @@ impl Engine {
         })
         .await
         .map_err(|e| EngineError::Task(e.to_string()))?;
-        let path_text = self.config_path.as_ref().map(|p| p.display().to_string());
-        match loaded {
-            Ok((mut config, keys, note)) => {
-                if let Some(port) = self.started.server.port_override {
-                    config.server.port = port;
-                    config.server.port_override = Some(port);
-                }
-                // A file asking for any free port (0) is content with the one bound at
-                // start: no restart is needed for it.
-                if config.server.port == 0 {
-                    config.server.port = self.started.server.port;
-                }
-                let pending = crate::config::restart_only_changes(&self.started, &config);
-                if !pending.is_empty() {
-                    tracing::warn!(
-                        "{} changed; the running value stays until the agent restarts",
-                        pending.join(", ")
-                    );
-                }
-                self.pool
-                    .apply(&config.providers, &keys, config.routing.clone(), Utc::now());
-                self.pool.set_key_note(note);
-                self.pool.set_config_status(path_text, None);
-                let config = Arc::new(config);
-                self.config.send_replace(Arc::clone(&config));
-                tracing::info!(providers = config.providers.len(), "config reloaded");
-                Ok(config)
-            }
-            Err(e) => {
-                tracing::error!("config reload rejected, keeping the running config: {e}");
-                self.pool.set_config_status(path_text, Some(e.to_string()));
-                Err(e.into())
-            }
+        let (mut config, keys, key_note) = loaded?;
+        if let Some(port) = self.started.server.port_override {
+            config.server.port = port;
+            config.server.port_override = Some(port);
         }
+        // A file asking for any free port (0) is content with the one bound at start: no
+        // restart is needed for it.
+        if config.server.port == 0 {
+            config.server.port = self.started.server.port;
+        }
+        Ok(PreparedReload {
+            config: Arc::new(config),
+            keys,
+            key_note,
+        })
+    }
+
+    /// The infallible half: one change of the pool with the live config swapped inside it.
+    fn apply_reload(&self, prepared: PreparedReload, config_path: Option<String>) -> Arc<Config> {
+        let PreparedReload {
+            config,
+            keys,
+            key_note,
+        } = prepared;
+        let pending = crate::config::restart_only_changes(&self.started, &config);
+        if !pending.is_empty() {
+            tracing::warn!(
+                "{} changed; the running value stays until the agent restarts",
+                pending.join(", ")
+            );
+        }
+        self.pool.apply_reload(
+            crate::pool::Reload {
+                providers: &config.providers,
+                keys: &keys,
+                routing: config.routing.clone(),
+                key_note,
+                config_path,
+                now: Utc::now(),
+            },
+            || {
+                self.config.send_replace(Arc::clone(&config));
+            },
+        );
+        tracing::info!(providers = config.providers.len(), "config reloaded");
+        config
     }
 
     /// Re-reads every provider's keys (after `keys set` or `keys delete`).
@@ -230,5 +276,58 @@ impl Engine {
         self.pool.set_key_note(note);
         tracing::info!("keys reloaded");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::EnvKeys;
+
+    fn provider(name: &str) -> String {
+        format!(
+            "[[providers]]\nname = \"{name}\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\nrequires_key = false\n\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn a_reload_changes_pool_config_and_status_in_one_step_seen_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, provider("old")).expect("write");
+        let engine = Engine::new(
+            Config::load(&path).expect("load"),
+            Some(path.clone()),
+            Arc::new(EnvKeys),
+        )
+        .expect("engine");
+        // A broken file first: its error shows, nothing else changes.
+        std::fs::write(&path, "[[providers]]\nname = 1\n").expect("write");
+        assert!(engine.reload().await.is_err());
+        assert!(engine.pool.snapshot(Utc::now()).config.last_error.is_some());
+
+        std::fs::write(&path, provider("new") + &provider("other")).expect("write");
+        let mut versions = engine.pool.subscribe();
+        versions.borrow_and_update();
+        let before = *versions.borrow();
+        let mut configs = engine.subscribe_config();
+        configs.borrow_and_update();
+        engine.reload().await.expect("reload");
+        assert_eq!(*versions.borrow(), before.wrapping_add(1), "published once");
+        assert!(configs.has_changed().unwrap_or(false));
+        let snap = engine.pool.snapshot(Utc::now());
+        let names: Vec<&str> = snap.providers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["new", "other"]);
+        assert_eq!(
+            snap.config.last_error, None,
+            "the error went with the same step"
+        );
+        let live: Vec<String> = engine
+            .config()
+            .providers
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        assert_eq!(live, ["new", "other"]);
     }
 }

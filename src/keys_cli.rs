@@ -167,6 +167,9 @@ impl Ctx {
     }
 
     fn set(&self, name: &str, add: bool, replace: bool, index: Option<usize>) -> Result<ExitCode> {
+        if name == crate::shared::KEYCHAIN_ITEM {
+            return self.set_shared_password(replace);
+        }
         let provider = self.keyed_provider(name)?;
         // The keychain first: without one, fail before asking for the key.
         let existing = self.keychain_keys(provider)?;
@@ -219,7 +222,41 @@ impl Ctx {
         Ok(ExitCode::SUCCESS)
     }
 
+    /// `keys set shared`: the shared pool's server password, kept as the keychain item
+    /// `shared` (never in the config file).
+    fn set_shared_password(&self, replace: bool) -> Result<ExitCode> {
+        let item = crate::shared::KEYCHAIN_ITEM;
+        let existing = self
+            .keychain
+            .keys(item)
+            .map_err(|e| self.keychain_error(e, None))?;
+        if !existing.is_empty() && !replace {
+            bail!("the shared pool's password is already in the keychain; pass --replace to replace it");
+        }
+        let password = read_secret("shared pool password")?;
+        self.keychain
+            .set(item, 0, &password)
+            .map_err(|e| self.keychain_error(e, None))?;
+        println!(
+            "stored the shared pool's password in the keychain (service {}, item {item}); \
+             restart llm-rotator to use it",
+            self.keychain.service()
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
     fn delete(&self, name: &str, all: bool, index: Option<usize>) -> Result<ExitCode> {
+        if name == crate::shared::KEYCHAIN_ITEM {
+            let removed = self
+                .keychain
+                .remove_all(name)
+                .map_err(|e| self.keychain_error(e, None))?;
+            if removed == 0 {
+                bail!("the keychain holds no shared pool password");
+            }
+            println!("deleted the shared pool's password from the keychain");
+            return Ok(ExitCode::SUCCESS);
+        }
         let provider = self.keyed_provider(name)?;
         let existing = self.keychain_keys(provider)?;
         if all {
@@ -505,10 +542,17 @@ fn env_hint(p: &ProviderConfig) -> String {
 
 /// Reads one key from a hidden prompt on a terminal, or from stdin when piped.
 fn read_key(provider: &str) -> Result<ApiKey> {
+    read_secret(&format!("{provider} API key"))
+}
+
+/// Reads one secret (`what`: "groq API key") from a hidden prompt on a terminal, or
+/// from stdin when piped.
+fn read_secret(what: &str) -> Result<ApiKey> {
+    let provider = what.split(' ').next().unwrap_or(what);
     let stdin = std::io::stdin();
     let raw = if stdin.is_terminal() {
         Zeroizing::new(
-            rpassword::prompt_password(format!("{provider} API key (input hidden): "))
+            rpassword::prompt_password(format!("{what} (input hidden): "))
                 .context("cannot read the key from the terminal")?,
         )
     } else {

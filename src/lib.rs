@@ -17,6 +17,7 @@
 //! | [`telemetry`], [`history`] | counters for `/metrics` and the dashboard; the usage database | sit on the request path beyond a counter bump |
 //! | [`headroom`] | what each key has left and when it runs out, from headers or configured limits (pure) | do I/O |
 //! | [`notify`], [`settings`] | desktop notifications decided from successive snapshots; the user's choices outside the config | block a request or the menu |
+//! | [`shared`] | the shared pool: the pool's facts to Redis and other machines' facts into the pool, in the background | sit on the request path, or send a key |
 //! | [`state`] | persistence of the pool (`state.json`) | be "the state": that is the pool |
 //! | [`catalog`], [`doctor`], [`strict`] | model catalogs; "Test connection"; the Osaurus strict decoder | |
 //! | [`secrets`], [`keys_cli`] | the key store (Keychain / Secret Service / env) and `llm-rotator keys` | log a key |
@@ -72,6 +73,7 @@ pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod settings;
+pub mod shared;
 pub mod state;
 pub mod strict;
 pub mod telemetry;

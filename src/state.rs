@@ -426,6 +426,7 @@ mod tests {
                 cooldown_until: Some(Utc::now() + chrono::Duration::hours(1)),
                 cooldown_reason: Some("429".into()),
                 hold: Some(crate::pool::Hold::RateLimit),
+                cause: None,
                 auth_failed: true,
                 request_count: 4,
                 tokens_today: 0,

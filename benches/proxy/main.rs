@@ -731,6 +731,17 @@ fn run(plan: &Plan) -> Result<Report, String> {
     std::thread::sleep(settle);
     report.idle_after_load(rss(pid), rss_parts(pid), settle);
 
+    // 8. A shared pool (Redis on loopback): the same chat requests through a second agent
+    // that shares its pool, alternating with the first one that does not.
+    eprintln!("shared pool, concurrency 1 ...");
+    match shared_pool_phase(exe, &config, &rt, paddr, pid, plan.serial) {
+        Ok(Some(((plain, cpu_plain), (shared, cpu_shared)))) => {
+            report.shared_pool(&plain, &shared, cpu_plain, cpu_shared);
+        }
+        Ok(None) => report.not_run("chat with a shared pool", "redis-server is not installed"),
+        Err(e) => report.problem(format!("shared pool phase: {e}")),
+    }
+
     proxy.stop();
     drop(mock);
     report.finish(&process::results_dir())?;
@@ -738,6 +749,82 @@ fn run(plan: &Plan) -> Result<Report, String> {
 }
 
 /// `n` requests one after another on one connection to `addr`.
+/// Timings of serial chat requests and the agent's CPU time over them.
+type Measured = (Vec<Timing>, Option<Duration>);
+
+/// Starts `redis-server` on a loopback port and a second agent on `config` plus a
+/// `[shared]` section, then sends `n` chat requests to each agent, alternating in four
+/// rounds so drift on the machine hits both alike. `None` when Redis is not installed.
+fn shared_pool_phase(
+    exe: &std::path::Path,
+    config: &str,
+    rt: &tokio::runtime::Runtime,
+    plain: SocketAddr,
+    plain_pid: u32,
+    n: usize,
+) -> Result<Option<(Measured, Measured)>, String> {
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    // redis-server cannot bind port 0 and report it: a free port is picked for it.
+    let redis_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())?;
+    let mut redis = std::process::Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--port",
+        ])
+        .arg(redis_port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("redis-server: {e}"))?;
+    let config =
+        format!("{config}\n[shared]\nurl = \"redis://127.0.0.1:{redis_port}\"\npool = \"bench\"\n");
+    let result = (|| {
+        let agent = Proxy::start(exe, dir.path(), &config)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !process::get_contains(agent.addr, "/status", "\"state\":\"online\"") {
+            if Instant::now() > deadline {
+                agent.stop();
+                return Err("the agent did not reach the shared pool's Redis".to_string());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let body = request_body("fast", false);
+        let (mut a, mut b) = ((Vec::new(), Duration::ZERO), (Vec::new(), Duration::ZERO));
+        for _ in 0..4 {
+            for (addr, pid, into) in [
+                (plain, plain_pid, &mut a),
+                (agent.addr, agent.pid(), &mut b),
+            ] {
+                let (t, cpu) = cpu_during(pid, || {
+                    rt.block_on(serial_posts(addr, PROXY_PATH, &body, n / 4))
+                });
+                into.0.extend(t?);
+                into.1 += cpu.unwrap_or_default();
+            }
+        }
+        agent.stop();
+        let (cpu_a, cpu_b) = (per(Some(a.1), a.0.len()), per(Some(b.1), b.0.len()));
+        Ok(Some(((a.0, cpu_a), (b.0, cpu_b))))
+    })();
+    let _ = redis.kill();
+    let _ = redis.wait();
+    result
+}
+
 async fn serial_posts(
     addr: SocketAddr,
     path: &str,

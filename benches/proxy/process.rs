@@ -97,6 +97,19 @@ impl Drop for Proxy {
     }
 }
 
+/// Whether `GET path` answers with a body that contains `needle`.
+pub fn get_contains(addr: SocketAddr, path: &str, needle: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut text = String::new();
+    s.write_all(req.as_bytes()).is_ok()
+        && s.read_to_string(&mut text).is_ok()
+        && text.contains(needle)
+}
+
 fn health_ok(addr: SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
         return false;

@@ -185,6 +185,46 @@ impl Report {
 
     /// A translating front-end next to the chat route: p50 at c=1 (the translation's
     /// added latency) and CPU per request.
+    /// The same chat requests through an agent with a shared pool (Redis on loopback) and
+    /// one without: the target is p50 within 0.05 ms.
+    pub fn shared_pool(
+        &mut self,
+        plain: &[Timing],
+        shared: &[Timing],
+        cpu_plain: Option<Duration>,
+        cpu_shared: Option<Duration>,
+    ) {
+        let f = |t: &Timing| t.total;
+        let (mut a, mut b) = (pick(plain, f), pick(shared, f));
+        let (aq, bq) = (percentile(&mut a, 50.0), percentile(&mut b, 50.0));
+        let (added, added_ms) = signed_ms(aq, bq);
+        self.row(
+            format!(
+                "chat p50 c=1 with a shared pool (n={}), next to without",
+                b.len()
+            ),
+            format!("without {}", ms(aq)),
+            ms(bq),
+            added,
+            "≤ +0.05 ms",
+            Verdict::of(added_ms <= 0.05),
+        );
+        let na = || "n/a".to_string();
+        self.row(
+            "CPU per chat request with a shared pool, c=1",
+            cpu_plain.map_or_else(String::new, |v| format!("without {}", us(v))),
+            cpu_shared.map_or_else(na, us),
+            cpu_shared.map_or_else(na, us),
+            "",
+            Verdict::Info,
+        );
+    }
+
+    /// A phase that could not run here, and why.
+    pub fn not_run(&mut self, metric: &str, why: &str) {
+        self.row(metric, "", "", format!("not run: {why}"), "", Verdict::Info);
+    }
+
     pub fn front_end(
         &mut self,
         name: &str,

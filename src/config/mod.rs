@@ -138,6 +138,47 @@ pub struct Config {
     /// `auto`, a model, or `provider/model`, for clients that send their own ids (Claude
     /// Code's `claude-…`).
     pub model_aliases: Vec<(String, String)>,
+    /// `[shared]`: the Redis or Valkey server several agents share their pool through
+    /// (`None`: this agent keeps its pool to itself).
+    pub shared: Option<SharedConfig>,
+}
+
+/// `[shared]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedConfig {
+    /// `redis://host:port/db` or `rediss://…` (TLS), as written; never with a password
+    /// (that is the keychain item `shared`).
+    pub url: String,
+    /// The pool's name: every Redis key is `llm-rotator:<pool>:…`, so several pools can
+    /// share one server.
+    pub pool: String,
+    /// How this machine is named to the others (default: its host name).
+    pub machine: Option<String>,
+}
+
+impl SharedConfig {
+    /// What `config check` and the log warn about: a server off this machine reached
+    /// without TLS, where anyone on the path reads the pool's traffic.
+    pub fn warnings(&self) -> Vec<String> {
+        let Ok(url) = reqwest::Url::parse(&self.url) else {
+            return Vec::new();
+        };
+        let host = url.host_str().unwrap_or_default();
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if url.scheme() == "redis" && !loopback {
+            vec![format!(
+                "shared.url: {} is reached without TLS; the pool's cooldowns and counts (never keys \
+                 or prompts) cross the network in clear text. Use rediss:// if the server offers TLS.",
+                url.host_str().unwrap_or_default()
+            )]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 /// `[server]`.
@@ -457,7 +498,7 @@ mod tests;
 
 /// Settings read once, when the agent starts: the listening address, what the serving
 /// threads hold every client connection to, the upstream clients' connect timeout and
-/// the shutdown grace. A reload that changes one keeps the running value until the next
+/// the shutdown grace, the shared pool. A reload that changes one keeps the running value until the next
 /// start; this names (by their TOML keys) those that differ between `running` and `new`.
 pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&running.server, &new.server);
@@ -481,6 +522,7 @@ pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str>
             running.routing.connect_timeout != new.routing.connect_timeout,
             "routing.connect_timeout_secs",
         ),
+        (running.shared != new.shared, "shared"),
     ]
     .into_iter()
     .filter_map(|(changed, key)| changed.then_some(key))

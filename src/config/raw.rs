@@ -12,7 +12,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::quirks::{MaxTokensField, ProviderKind, Quirks};
-use super::{Config, Invalid, LogConfig, ProviderConfig, RoutingConfig, ServerConfig};
+use super::{
+    Config, Invalid, LogConfig, ProviderConfig, RoutingConfig, ServerConfig, SharedConfig,
+};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +29,15 @@ struct RawConfig {
     providers: Vec<RawProvider>,
     #[serde(default)]
     model_aliases: std::collections::BTreeMap<String, String>,
+    shared: Option<RawShared>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShared {
+    url: Spanned<String>,
+    pool: Option<Spanned<String>>,
+    machine: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,13 +189,82 @@ fn validate(raw: RawConfig, text: &str) -> Result<Config, Invalid> {
     // Exact ids first, then patterns, longest first: the most specific alias wins.
     let mut model_aliases: Vec<(String, String)> = raw.model_aliases.into_iter().collect();
     model_aliases.sort_by_key(|(k, _)| (k.ends_with('*'), std::cmp::Reverse(k.len())));
+    let shared = raw.shared.map(|s| validate_shared(s, text)).transpose()?;
     Ok(Config {
         server,
         routing,
         log,
         providers,
         model_aliases,
+        shared,
     })
+}
+
+/// `[shared]`: a `redis://` or `rediss://` URL without a password (that comes from the
+/// keychain), a pool name that can sit in a Redis key, and a readable machine name.
+fn validate_shared(s: RawShared, text: &str) -> Result<SharedConfig, Invalid> {
+    let at = |span: Range<usize>, key: &str, msg: String| {
+        invalid_at(text, Some(span), Some(format!("shared.{key}")), msg)
+    };
+    let (span, url) = (s.url.span(), s.url.into_inner());
+    let parsed = reqwest::Url::parse(&url)
+        .map_err(|e| at(span.clone(), "url", format!("{url:?} is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "redis" | "rediss") {
+        return Err(at(
+            span,
+            "url",
+            format!(
+                "must start with redis:// or rediss:// (TLS), not {}://",
+                parsed.scheme()
+            ),
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(at(span, "url", "names no host".into()));
+    }
+    if parsed.password().is_some() {
+        return Err(at(
+            span,
+            "url",
+            "holds a password: passwords stay out of files; store it with \
+             `llm-rotator keys set shared` (or set LLM_ROTATOR_SHARED_PASSWORD) and remove it from the URL"
+                .into(),
+        ));
+    }
+    let pool = match s.pool {
+        None => "default".to_string(),
+        Some(p) => {
+            let (span, p) = (p.span(), p.into_inner());
+            let ok = !p.is_empty()
+                && p.len() <= 64
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return Err(at(
+                    span,
+                    "pool",
+                    format!("{p:?}: use 1 to 64 letters, digits, '-', '_' or '.'"),
+                ));
+            }
+            p
+        }
+    };
+    let machine = match s.machine {
+        None => None,
+        Some(m) => {
+            let (span, m) = (m.span(), m.into_inner());
+            let m = m.trim().to_string();
+            if m.is_empty() || m.chars().count() > 64 || m.chars().any(char::is_control) {
+                return Err(at(
+                    span,
+                    "machine",
+                    "must be 1 to 64 characters on one line".into(),
+                ));
+            }
+            Some(m)
+        }
+    };
+    Ok(SharedConfig { url, pool, machine })
 }
 
 fn validate_server(s: RawServer, text: &str) -> Result<ServerConfig, Invalid> {
@@ -415,6 +495,14 @@ fn validate_provider(
             name_span,
             "name",
             format!("{name:?} must be non-empty and use only a-z, 0-9, _ and -"),
+        ));
+    }
+    if name == "shared" {
+        return Err(at(
+            name_span,
+            "name",
+            "\"shared\" names the shared pool's password in the keychain; choose another name"
+                .into(),
         ));
     }
     if !names.insert(name.clone()) {

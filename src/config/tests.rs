@@ -309,3 +309,63 @@ fn a_reload_names_the_settings_that_wait_for_a_restart() {
         "a cooldown applies at once and is not listed"
     );
 }
+
+#[test]
+fn a_shared_pool_is_off_by_default_and_read_with_its_defaults() {
+    let cfg = Config::parse("", None).expect("empty");
+    assert_eq!(cfg.shared, None);
+    let cfg = Config::parse("[shared]\nurl = \"redis://10.0.0.5:6379/2\"\n", None).expect("shared");
+    let shared = cfg.shared.expect("on");
+    assert_eq!(shared.pool, "default");
+    assert_eq!(shared.machine, None);
+    let cfg = Config::parse(
+        "[shared]\nurl = \"rediss://redis.home.arpa\"\npool = \"home\"\nmachine = \"Ada's Mac\"\n",
+        None,
+    )
+    .expect("shared");
+    let shared = cfg.shared.expect("on");
+    assert_eq!(
+        (shared.pool.as_str(), shared.machine.as_deref()),
+        ("home", Some("Ada's Mac"))
+    );
+}
+
+#[test]
+fn a_shared_pool_refuses_a_password_in_the_file_and_other_schemes_at_their_line() {
+    let inv = invalid("[shared]\nurl = \"redis://:hunter2@10.0.0.5:6379\"\n");
+    assert_eq!(inv.line, Some(2), "{inv}");
+    assert!(inv.message.contains("keys set shared"), "{inv}");
+    assert!(
+        !inv.message.contains("hunter2"),
+        "the password is not repeated: {inv}"
+    );
+    let inv = invalid("[shared]\nurl = \"http://10.0.0.5:6379\"\n");
+    assert!(inv.message.contains("redis://"), "{inv}");
+    let inv = invalid("[shared]\nurl = \"redis://x\"\npool = \"a b\"\n");
+    assert_eq!(inv.key.as_deref(), Some("shared.pool"), "{inv}");
+    let inv = invalid("[shared]\npool = \"home\"\n");
+    assert!(inv.message.contains("url"), "{inv}");
+}
+
+#[test]
+fn a_shared_pool_without_tls_off_this_machine_is_warned_about() {
+    let warn = |url: &str| {
+        Config::parse(&format!("[shared]\nurl = \"{url}\"\n"), None)
+            .expect("parse")
+            .shared
+            .expect("on")
+            .warnings()
+    };
+    assert_eq!(warn("redis://10.0.0.5:6379").len(), 1);
+    assert!(warn("rediss://10.0.0.5:6379").is_empty());
+    assert!(warn("redis://127.0.0.1:6379").is_empty());
+    assert!(warn("redis://localhost").is_empty());
+    assert!(warn("redis://[::1]:6379").is_empty());
+}
+
+#[test]
+fn changing_the_shared_pool_needs_a_restart() {
+    let a = Config::parse("", None).expect("a");
+    let b = Config::parse("[shared]\nurl = \"redis://127.0.0.1\"\n", None).expect("b");
+    assert_eq!(crate::config::restart_only_changes(&a, &b), vec!["shared"]);
+}

@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::headroom::clock;
-use crate::pool::{ProviderSnapshot, ProviderStateKind, Snapshot};
+use crate::pool::{CauseKind, ProviderSnapshot, ProviderStateKind, Snapshot};
 
 /// How long after one notification of a kind for a provider the next may come.
 pub const QUIET: Duration = Duration::hours(1);
@@ -88,13 +88,17 @@ fn quota_used(p: &ProviderSnapshot) -> Option<String> {
     if !p.enabled {
         return None;
     }
+    fn daily(cause: Option<CauseKind>, reason: &Option<String>) -> Option<&str> {
+        reason
+            .as_deref()
+            .filter(|_| cause == Some(CauseKind::DailyQuota))
+    }
     let benched = p
         .keys
         .iter()
-        .filter_map(|k| k.cooldown_reason.as_deref())
-        .chain(p.cooldown_reason.as_deref())
-        .find(|r| r.starts_with("daily quota used"));
-    if let Some(reason) = benched {
+        .filter_map(|k| daily(k.cooldown_cause, &k.cooldown_reason))
+        .chain(daily(p.cooldown_cause, &p.cooldown_reason));
+    if let Some(reason) = benched.into_iter().next() {
         return Some(reason.to_string());
     }
     p.headroom
@@ -299,7 +303,9 @@ mod tests {
             rate_limited_until: None,
             cooldown_remaining_secs: 0,
             tokens_left: None,
+            requests_all_machines: None,
             cooldown_reason: None,
+            cooldown_cause: None,
             headroom: Headroom::default(),
             headroom_read_at: None,
         }
@@ -322,7 +328,9 @@ mod tests {
             rate_limited_until: None,
             cooldown_remaining_secs: 0,
             cooldown_reason: None,
+            cooldown_cause: None,
             last_error: None,
+            last_error_kind: None,
             keys: vec![key("ready")],
             model_in_use: Some("m".into()),
             preferred: vec!["m".into()],
@@ -334,6 +342,7 @@ mod tests {
             oversized_events: 0,
             headroom: Headroom::default(),
             runs_out_at: None,
+            request_count_all_machines: None,
         }
     }
 
@@ -357,6 +366,7 @@ mod tests {
             waiting: 0,
             state_error: None,
             headroom: Default::default(),
+            shared: None,
         }
     }
 
@@ -427,6 +437,7 @@ mod tests {
         assert!(n.observe(&snap(vec![groq]), t(0)).is_empty());
         let mut benched = cooling("groq", t(600));
         benched.keys[0].cooldown_reason = Some("daily quota used, back at 22:00".into());
+        benched.keys[0].cooldown_cause = Some(crate::pool::CauseKind::DailyQuota);
         let sent = n.observe(&snap(vec![benched.clone()]), t(1));
         // Also the last provider standing: both are said.
         assert_eq!(

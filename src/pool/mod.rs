@@ -10,12 +10,19 @@
 //! model catalogs say; `snapshot.rs` the read-only view every viewer reads.
 
 mod catalogs;
+mod cause;
 mod persist;
 mod reload;
+mod shared;
 mod snapshot;
 
+pub use cause::{quota_reason, Cause, CauseKind};
 use persist::fnv_hex;
 pub use persist::{key_hash, KeyRecord, ProviderRecord};
+pub use reload::Reload;
+pub use shared::{
+    endpoint_id, shared_key_id, Facts, Freed, KeyFacts, Remote, SharedHold, SharedStatus,
+};
 #[cfg(test)]
 mod tests;
 
@@ -35,7 +42,8 @@ use crate::upstream::limits::Budget;
 use crate::upstream::scrub::KeyMask;
 
 pub use snapshot::{
-    countdown, ConfigSnapshot, KeySnapshot, ProviderSnapshot, ProviderStateKind, Snapshot,
+    countdown, ConfigSnapshot, KeySnapshot, ProviderSnapshot, ProviderStateKind, SharedMachine,
+    SharedSnapshot, Snapshot,
 };
 
 /// Which providers a request may go to, decided from its `model` field.
@@ -219,9 +227,8 @@ struct KeyState {
     mask: Arc<KeyMask>,
     label: String,
     cooldown_until: Option<DateTime<Utc>>,
-    cooldown_reason: Option<String>,
-    /// What kind of cooldown `cooldown_until` is.
-    hold: Option<Hold>,
+    /// Why `cooldown_until` is set (its kind is [`Cause::hold`]).
+    cause: Option<Cause>,
     consecutive_429: u32,
     auth_failed: bool,
     /// Requests and tokens today and this minute (`requests_today` is persisted).
@@ -234,23 +241,31 @@ struct KeyState {
     /// The provider's last word on this key's windows: the reading, when it was taken
     /// and the key's requests today then (not persisted: a restart reads it anew).
     reading: Option<(Reading, DateTime<Utc>, u64)>,
+    /// Its id in the shared pool (`None` for a keyless provider: nothing to share).
+    shared_id: Option<Arc<str>>,
+    /// What the other machines of a shared pool used of it today: (day, requests,
+    /// tokens), all of them together.
+    others: Option<(NaiveDate, u64, u64)>,
 }
 
 impl KeyState {
     /// Ends its cooldown or bench (not a rejection).
     fn clear_cooldown(&mut self) {
         self.cooldown_until = None;
-        self.cooldown_reason = None;
-        self.hold = None;
+        self.cause = None;
         self.consecutive_429 = 0;
         self.token_budget = None;
     }
 
-    /// Starts a cooldown of kind `hold` until `until`.
-    fn hold(&mut self, hold: Hold, until: DateTime<Utc>, reason: String) {
+    /// Starts a cooldown for `cause` until `until`.
+    fn hold(&mut self, cause: Cause, until: DateTime<Utc>) {
         self.cooldown_until = Some(until);
-        self.cooldown_reason = Some(reason);
-        self.hold = Some(hold);
+        self.cause = Some(cause);
+    }
+
+    /// The kind of its cooldown, if it has one.
+    fn hold_kind(&self) -> Option<Hold> {
+        self.cause.as_ref().map(Cause::hold)
     }
 
     fn cooling(&self, now: DateTime<Utc>) -> bool {
@@ -268,7 +283,7 @@ impl KeyState {
             &headroom::KeyInput {
                 reading,
                 requests_at_reading: at_reading,
-                counts: &self.counts,
+                counts: &self.day_counts(),
                 limits,
                 day_end,
             },
@@ -289,15 +304,15 @@ impl KeyState {
         if until <= now || self.cooldown_until.is_some_and(|t| t >= until) {
             return;
         }
-        let reason = if daily {
-            quota_reason(until, now)
+        let cause = if daily {
+            Cause::DailyQuota { until }
         } else {
-            format!(
-                "configured per-minute limit reached, back in {}s",
-                secs_until(until, now)
-            )
+            Cause::Allowance {
+                until,
+                configured: true,
+            }
         };
-        self.hold(Hold::Bench, until, reason);
+        self.hold(cause, until);
     }
     fn usable(&self, now: DateTime<Utc>) -> bool {
         !self.auth_failed && !self.cooling(now)
@@ -321,6 +336,8 @@ struct ProviderState {
     total_requests: u64,
     total_tokens: u64,
     last_error: Option<String>,
+    /// What `last_error` was about.
+    last_error_kind: Option<CauseKind>,
     next_key: usize,
     /// Models the provider said are retired or unknown (model → what it said).
     retired: BTreeMap<String, String>,
@@ -461,6 +478,7 @@ impl ProviderState {
             for k in &mut self.keys {
                 k.counts.requests_today = 0;
                 k.counts.tokens_today = 0;
+                k.others = None;
             }
         }
     }
@@ -478,6 +496,10 @@ struct Inner {
     state_error: Option<String>,
     /// Requests waiting for a provider to come back (see `proxy::wait`).
     waiting: usize,
+    /// The shared pool, when one is configured (see `crate::shared`).
+    shared: Option<SharedStatus>,
+    /// Keys freed by hand, for the shared pool's other machines.
+    shared_freed: Vec<Freed>,
 }
 
 /// The shared provider state. Cheap to clone (an `Arc` inside).
@@ -515,6 +537,8 @@ impl Pool {
             config_path: None,
             state_error: None,
             waiting: 0,
+            shared: None,
+            shared_freed: Vec::new(),
         };
         inner.apply(providers, keys, now);
         let (tx, _rx) = watch::channel(0);
@@ -669,6 +693,7 @@ impl Pool {
                     p.total_tokens = p.total_tokens.saturating_add(tokens.unwrap_or(0));
                     k.consecutive_429 = 0;
                     p.last_error = None;
+                    p.last_error_kind = None;
                 }
                 Outcome::RateLimited {
                     retry_after,
@@ -687,37 +712,39 @@ impl Pool {
                                 .min(routing.max_cooldown)
                         }
                     };
-                    let hold = if retry_after.is_some() {
-                        Hold::RateLimit
-                    } else {
-                        Hold::RateLimitGuess
+                    let cause = Cause::RateLimit {
+                        said: stored(reason),
+                        hinted: retry_after.is_some(),
                     };
-                    k.hold(hold, now + to_chrono(wait), stored(reason));
+                    k.hold(cause, now + to_chrono(wait));
                     p.last_error = Some(stored(reason));
+                    p.last_error_kind = Some(CauseKind::RateLimit);
                 }
                 Outcome::AuthFailed { reason } => {
                     k.auth_failed = true;
                     p.last_error = Some(stored(reason));
+                    p.last_error_kind = Some(CauseKind::KeyRejected);
                 }
                 Outcome::PaymentRequired { reason } => {
-                    k.hold(
-                        Hold::Payment,
-                        now + to_chrono(routing.payment_cooldown),
-                        stored(reason),
-                    );
+                    let cause = Cause::Credits {
+                        said: stored(reason),
+                    };
+                    k.hold(cause, now + to_chrono(routing.payment_cooldown));
                     p.last_error = Some(stored(reason));
+                    p.last_error_kind = Some(CauseKind::Credits);
                 }
                 Outcome::Transient { reason, .. } => {
-                    k.hold(
-                        Hold::Transient,
-                        now + to_chrono(routing.transient_cooldown),
-                        stored(reason),
-                    );
+                    let cause = Cause::Transient {
+                        said: stored(reason),
+                    };
+                    k.hold(cause, now + to_chrono(routing.transient_cooldown));
                     p.last_error = Some(stored(reason));
+                    p.last_error_kind = Some(CauseKind::Transient);
                 }
                 Outcome::QuotaExhausted { until, reason } => {
-                    k.hold(Hold::Bench, *until, quota_reason(*until, now));
+                    k.hold(Cause::DailyQuota { until: *until }, *until);
                     p.last_error = Some(stored(reason));
+                    p.last_error_kind = Some(CauseKind::DailyQuota);
                 }
                 Outcome::ModelRetired { reason } => {
                     tracing::warn!(
@@ -727,12 +754,14 @@ impl Pool {
                     );
                     p.retired.insert(attempt.model.clone(), stored(reason));
                     p.last_error = Some(stored(reason));
+                    p.last_error_kind = Some(CauseKind::ModelRetired);
                     // What does it offer instead? Read its catalog again now.
                     self.catalog_wanted.notify_one();
                 }
                 Outcome::NotInTier { reason } => {
                     k.out_of_tier.insert(attempt.model.clone(), stored(reason));
                     p.last_error = Some(stored(reason));
+                    p.last_error_kind = Some(CauseKind::NotInTier);
                 }
                 Outcome::ProviderGone { reason } => {
                     tracing::warn!(
@@ -741,6 +770,7 @@ impl Pool {
                     );
                     p.gone = Some(stored(reason));
                     p.last_error = Some(stored(reason));
+                    p.last_error_kind = Some(CauseKind::EndpointGone);
                 }
                 Outcome::Relayed { .. } => {}
             }
@@ -767,15 +797,15 @@ impl Pool {
             if until <= now || k.cooldown_until.is_some_and(|t| t >= until) {
                 return;
             }
-            let reason = if daily {
-                quota_reason(until, now)
+            let cause = if daily {
+                Cause::DailyQuota { until }
             } else {
-                format!(
-                    "request allowance used up, back in {}s",
-                    secs_until(until, now)
-                )
+                Cause::Allowance {
+                    until,
+                    configured: false,
+                }
             };
-            k.hold(Hold::Bench, until, reason);
+            k.hold(cause, until);
         }
         self.changed();
     }
@@ -797,7 +827,7 @@ impl Pool {
             if !budget.reading.is_empty() {
                 // The provider's figures already count the request these headers came
                 // with; the pool counts it when the answer is reported, just after.
-                let counted = k.counts.requests_today.saturating_add(1);
+                let counted = k.day_counts().requests_today.saturating_add(1);
                 k.reading = Some((budget.reading, now, counted));
             }
         }
@@ -844,8 +874,9 @@ impl Pool {
                 crate::proxy::sse::MAX_EVENT_BYTES / 1024 / 1024
             );
             p.last_error = Some(reason.clone());
+            p.last_error_kind = Some(CauseKind::Transient);
             if let Some(k) = p.keys.iter_mut().find(|k| k.id == attempt.key_id) {
-                k.hold(Hold::Transient, now + cooldown, reason);
+                k.hold(Cause::Transient { said: reason }, now + cooldown);
             }
         }
         self.changed();
@@ -862,6 +893,7 @@ impl Pool {
                 .find(|p| p.config.name == attempt.provider.name)
             {
                 p.last_error = Some(attempt.mask.text(error));
+                p.last_error_kind = Some(CauseKind::Transient);
             }
         }
         self.changed();
@@ -896,8 +928,9 @@ impl Pool {
                     p.keys
                         .iter()
                         .find(|k| k.cooldown_until == Some(t))
-                        .and_then(|k| k.cooldown_reason.as_deref())
-                        .filter(|r| r.starts_with("daily quota used"))
+                        .and_then(|k| k.cause.as_ref())
+                        .filter(|c| c.kind() == CauseKind::DailyQuota)
+                        .map(|c| c.words(now))
                 };
                 match p.ready_at(now) {
                     Some(t) if kind == ProviderStateKind::CoolingDown => match quota(t) {
@@ -931,8 +964,9 @@ impl Pool {
     pub fn set_enabled(&self, name: &str, enabled: bool) -> bool {
         let found = {
             let mut inner = self.lock();
-            match inner.providers.iter_mut().find(|p| p.config.name == name) {
-                Some(p) => {
+            match inner.providers.iter().position(|p| p.config.name == name) {
+                Some(i) => {
+                    let p = &mut inner.providers[i];
                     p.enabled_override = (enabled != p.config.enabled).then_some(enabled);
                     if enabled {
                         // Re-enabling is the user's way to say "try this key again": also
@@ -941,6 +975,7 @@ impl Pool {
                             k.auth_failed = false;
                             k.clear_cooldown();
                         }
+                        Pool::note_freed(&mut inner, i, true);
                     }
                     true
                 }
@@ -959,11 +994,14 @@ impl Pool {
     pub fn reset(&self, name: &str, now: DateTime<Utc>) -> Option<ProviderSnapshot> {
         {
             let mut inner = self.lock();
-            let p = inner.providers.iter_mut().find(|p| p.config.name == name)?;
+            let i = inner.providers.iter().position(|p| p.config.name == name)?;
+            let p = &mut inner.providers[i];
             for k in &mut p.keys {
                 k.clear_cooldown();
             }
             p.last_error = None;
+            p.last_error_kind = None;
+            Pool::note_freed(&mut inner, i, false);
         }
         self.changed();
         self.snapshot(now)
@@ -981,7 +1019,7 @@ impl Pool {
             let mut inner = self.lock();
             for p in &mut inner.providers {
                 for k in &mut p.keys {
-                    if k.cooling(now) && k.hold.is_some_and(Hold::cleared_on_wake) {
+                    if k.cooling(now) && k.hold_kind().is_some_and(Hold::cleared_on_wake) {
                         k.clear_cooldown();
                         freed += 1;
                     } else if !k.cooling(now) {
@@ -1068,17 +1106,6 @@ fn route_matches(route: &Route, p: &ProviderConfig) -> bool {
         Route::AnyEmbedding => !p.embedding_models.is_empty(),
         Route::Model(m) => p.serves(m),
         Route::Pinned { provider, .. } => p.name == *provider,
-    }
-}
-
-/// "daily quota used, back at 09:00" in the user's local time; the weekday is added when
-/// the reset is not within the next day.
-pub fn quota_reason(until: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let local = until.with_timezone(&Local);
-    if until - now > chrono::Duration::hours(20) {
-        format!("daily quota used, back {}", local.format("%a %H:%M"))
-    } else {
-        format!("daily quota used, back at {}", local.format("%H:%M"))
     }
 }
 

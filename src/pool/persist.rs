@@ -14,6 +14,10 @@ pub struct KeyRecord {
     /// What kind of cooldown it is (absent in files of older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<Hold>,
+    /// Why it cools down, as data (absent in files of older versions: then `hold` and
+    /// `cooldown_reason` are read back as a [`Cause::Saved`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
     /// Rejected by the provider.
     pub auth_failed: bool,
     /// Requests today on this key.
@@ -103,8 +107,9 @@ impl Pool {
                             key_hash(&p.config.name, k.key.as_ref()),
                             KeyRecord {
                                 cooldown_until: k.cooldown_until,
-                                cooldown_reason: k.cooldown_reason.clone(),
-                                hold: k.hold,
+                                cooldown_reason: k.cause.as_ref().map(|c| c.words(now)),
+                                hold: k.hold_kind(),
+                                cause: k.cause.clone(),
                                 auth_failed: k.auth_failed,
                                 request_count: k.counts.requests_today,
                                 tokens_today: k.counts.tokens_today,
@@ -158,8 +163,13 @@ impl Pool {
                         continue;
                     };
                     k.cooldown_until = kr.cooldown_until.filter(|t| *t > now);
-                    k.cooldown_reason = k.cooldown_until.and(kr.cooldown_reason.clone());
-                    k.hold = k.cooldown_until.and(kr.hold);
+                    let cause = kr.cause.clone().or_else(|| {
+                        kr.cooldown_reason.clone().map(|said| Cause::Saved {
+                            hold: kr.hold,
+                            said,
+                        })
+                    });
+                    k.cause = k.cooldown_until.and(cause);
                     k.auth_failed = kr.auth_failed;
                     k.counts.requests_today = if same_day { kr.request_count } else { 0 };
                     k.counts.tokens_today = if same_day { kr.tokens_today } else { 0 };

@@ -21,6 +21,23 @@ impl Pool {
         self.changed();
     }
 
+    /// A whole reload in one step: the providers, their keys, the routing policy, the key
+    /// store's note and the config file's status change under one lock, `publish` (the
+    /// live config's swap, see `Engine`) runs inside it, and viewers are told once. No
+    /// one sees the new providers with the old config or the old status.
+    pub fn apply_reload(&self, reload: Reload<'_>, publish: impl FnOnce()) {
+        {
+            let mut inner = self.lock();
+            inner.routing = reload.routing;
+            inner.apply(reload.providers, reload.keys, reload.now);
+            inner.key_note = reload.key_note;
+            inner.config_path = reload.config_path;
+            inner.config_error = None;
+            publish();
+        }
+        self.changed();
+    }
+
     /// Replaces only the keys (after `keys set`/`delete`), keeping everything else.
     pub fn apply_keys(&self, keys: &HashMap<String, Vec<ProviderKey>>, now: DateTime<Utc>) {
         {
@@ -36,6 +53,22 @@ impl Pool {
         self.catalog_wanted.notify_one();
         self.changed();
     }
+}
+
+/// What a reload changes in the pool (see [`Pool::apply_reload`]).
+pub struct Reload<'a> {
+    /// The new providers, in file order.
+    pub providers: &'a [Arc<ProviderConfig>],
+    /// Their keys, by provider name.
+    pub keys: &'a HashMap<String, Vec<ProviderKey>>,
+    /// The new routing policy.
+    pub routing: RoutingConfig,
+    /// The key store's note for `/status`.
+    pub key_note: Option<String>,
+    /// The config file the reload read.
+    pub config_path: Option<String>,
+    /// When.
+    pub now: DateTime<Utc>,
 }
 
 impl Inner {
@@ -78,28 +111,29 @@ impl Inner {
                         if endpoint_changed {
                             k.auth_failed = false;
                             k.cooldown_until = None;
-                            k.cooldown_reason = None;
-                            k.hold = None;
+                            k.cause = None;
                         }
                         k
                     }
                     None => {
                         let id = self.next_key_id;
                         self.next_key_id += 1;
+                        let shared_id = key.as_ref().map(|k| Arc::from(shared_key_id(k)));
                         KeyState {
                             id,
                             mask: Arc::new(KeyMask::new(key.as_ref())),
                             key,
                             label,
                             cooldown_until: None,
-                            cooldown_reason: None,
-                            hold: None,
+                            cause: None,
                             consecutive_429: 0,
                             auth_failed: false,
                             counts: Counts::default(),
                             out_of_tier: BTreeMap::new(),
                             token_budget: None,
                             reading: None,
+                            shared_id,
+                            others: None,
                         }
                     }
                 };
@@ -130,6 +164,7 @@ impl Inner {
                     total_requests: 0,
                     total_tokens: 0,
                     last_error: None,
+                    last_error_kind: None,
                     next_key: 0,
                     retired: BTreeMap::new(),
                     gone: None,

@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{secs_until, Inner};
+use super::{secs_until, Cause, CauseKind, Inner};
 use crate::headroom::{self, Headroom, PoolHeadroom};
 
 /// What a provider is doing right now.
@@ -77,6 +77,10 @@ pub struct KeySnapshot {
     pub cooldown_remaining_secs: u64,
     /// Why it cools down.
     pub cooldown_reason: Option<String>,
+    /// What its cooldown is about (`rate_limit`, `daily_quota`, `allowance`, `credits`,
+    /// `transient`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_cause: Option<CauseKind>,
     /// What it has left, and when each window refills.
     #[serde(default)]
     pub headroom: Headroom,
@@ -88,6 +92,9 @@ pub struct KeySnapshot {
     /// rate-limit headers, while that window lasts (`None`: not known).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_left: Option<u64>,
+    /// With a shared pool: requests today on this key from every machine in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_all_machines: Option<u64>,
 }
 
 /// One provider in `/status`.
@@ -123,8 +130,14 @@ pub struct ProviderSnapshot {
     pub cooldown_remaining_secs: u64,
     /// Why it cools down.
     pub cooldown_reason: Option<String>,
+    /// What its cooldown is about (see [`CauseKind`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_cause: Option<CauseKind>,
     /// Last failure.
     pub last_error: Option<String>,
+    /// What the last failure was about (`rate_limit`, `key_rejected`, `model_retired`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_kind: Option<CauseKind>,
     /// Per key.
     pub keys: Vec<KeySnapshot>,
     /// The model "auto" is sent to now: the first of the preference list that is not
@@ -160,6 +173,9 @@ pub struct ProviderSnapshot {
     /// window refills.
     #[serde(default)]
     pub runs_out_at: Option<DateTime<Utc>>,
+    /// With a shared pool: requests today on its keys from every machine in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_count_all_machines: Option<u64>,
 }
 
 impl ProviderSnapshot {
@@ -237,6 +253,83 @@ pub struct Snapshot {
     /// Requests left today over the providers that can serve and know their figure.
     #[serde(default)]
     pub headroom: PoolHeadroom,
+    /// The shared pool, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedSnapshot>,
+}
+
+/// The shared pool in `/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedSnapshot {
+    /// The pool's name.
+    pub pool: String,
+    /// The Redis or Valkey server (host and port).
+    pub server: String,
+    /// `online` or `offline`.
+    pub state: String,
+    /// Since when (RFC 3339 UTC).
+    pub since: String,
+    /// Why it is offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The machines sharing the pool, this one included.
+    pub machines: Vec<SharedMachine>,
+}
+
+impl SharedSnapshot {
+    /// Whether the agent is connected to the pool's server.
+    pub fn online(&self) -> bool {
+        self.state == "online"
+    }
+
+    /// The one line the CLI and the menu show: "shared pool home: 2 machines" or
+    /// "shared pool offline: connection refused".
+    pub fn headline(&self) -> String {
+        if self.online() {
+            let n = self.machines.len();
+            format!(
+                "shared pool {}: {n} machine{}",
+                self.pool,
+                if n == 1 { "" } else { "s" }
+            )
+        } else {
+            match &self.error {
+                Some(e) => format!("shared pool offline: {e}"),
+                None => "shared pool offline".to_string(),
+            }
+        }
+    }
+}
+
+impl SharedMachine {
+    /// "laptop (this machine)", "desktop (seen 12 s ago)".
+    pub fn words(&self) -> String {
+        if self.this {
+            return format!("{} (this machine)", self.name);
+        }
+        let s = self.last_seen_secs;
+        let ago = match s {
+            0..=2 => "just now".to_string(),
+            3..=119 => format!("{s} s ago"),
+            120..=7199 => format!("{} min ago", s / 60),
+            7200..=172_799 => format!("{} h ago", s / 3600),
+            _ => format!("{} days ago", s / 86_400),
+        };
+        format!("{} (seen {ago})", self.name)
+    }
+}
+
+/// One machine of a shared pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedMachine {
+    /// Its name.
+    pub name: String,
+    /// Whether it is this agent.
+    pub this: bool,
+    /// When it was last seen (RFC 3339 UTC).
+    pub last_seen: String,
+    /// Seconds since then.
+    pub last_seen_secs: u64,
 }
 
 impl Snapshot {
@@ -282,8 +375,17 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
                     .filter(|(k, _)| !k.auth_failed)
                     .map(|(_, h)| h),
             );
+            let all_machines = inner.shared.as_ref().map(|_| {
+                let others: u64 = p
+                    .keys
+                    .iter()
+                    .filter_map(|k| k.others.map(|(_, r, _)| r))
+                    .sum();
+                p.request_count.saturating_add(others)
+            });
             let runs_out_at = headroom.requests_today.and_then(|d| {
-                headroom::runs_out_at(p.request_count, day_start, now, d.left)
+                let used = all_machines.unwrap_or(p.request_count);
+                headroom::runs_out_at(used, day_start, now, d.left)
                     .filter(|t| *t < d.resets_at && d.left > 0)
             });
             let ready_at = p
@@ -293,7 +395,7 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
                 p.keys
                     .iter()
                     .find(|k| k.cooldown_until == Some(t))
-                    .and_then(|k| k.cooldown_reason.clone())
+                    .and_then(|k| k.cause.as_ref())
             });
             let keys = if p.config.requires_key {
                 p.keys
@@ -317,13 +419,22 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
                                 .cooldown_until
                                 .filter(|_| cooling)
                                 .map_or(0, |t| secs_until(t, now)),
-                            cooldown_reason: k.cooldown_reason.clone().filter(|_| cooling),
+                            cooldown_reason: k
+                                .cause
+                                .as_ref()
+                                .filter(|_| cooling)
+                                .map(|c| c.words(now)),
+                            cooldown_cause: k.cause.as_ref().filter(|_| cooling).map(Cause::kind),
                             headroom: *h,
                             headroom_read_at: k.reading.map(|(_, at, _)| rfc3339(at)),
                             tokens_left: k
                                 .token_budget
                                 .filter(|(_, reset)| *reset > now)
                                 .map(|(left, _)| left),
+                            requests_all_machines: inner
+                                .shared
+                                .as_ref()
+                                .map(|_| k.day_counts().requests_today),
                         }
                     })
                     .collect()
@@ -345,8 +456,10 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
                 is_rate_limited: ready_at.is_some(),
                 rate_limited_until: ready_at.map(rfc3339),
                 cooldown_remaining_secs: ready_at.map_or(0, |t| secs_until(t, now)),
-                cooldown_reason: reason,
+                cooldown_reason: reason.map(|c| c.words(now)),
+                cooldown_cause: reason.map(Cause::kind),
                 last_error: p.last_error.clone(),
+                last_error_kind: p.last_error.as_ref().and(p.last_error_kind),
                 keys,
                 model_in_use: p.model_in_use().map(str::to_string),
                 preferred: p.config.preferred.clone(),
@@ -369,6 +482,7 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
                 }),
                 headroom,
                 runs_out_at,
+                request_count_all_machines: all_machines,
             }
         })
         .collect();
@@ -397,5 +511,22 @@ pub(super) fn build(inner: &Inner, now: DateTime<Utc>) -> Snapshot {
         waiting: inner.waiting,
         state_error: inner.state_error.clone(),
         headroom: pool_headroom,
+        shared: inner.shared.as_ref().map(|s| SharedSnapshot {
+            pool: s.pool.clone(),
+            server: s.server.clone(),
+            state: if s.online { "online" } else { "offline" }.to_string(),
+            since: rfc3339(s.since),
+            error: s.error.clone(),
+            machines: s
+                .machines
+                .iter()
+                .map(|(name, this, seen)| SharedMachine {
+                    name: name.clone(),
+                    this: *this,
+                    last_seen: rfc3339(*seen),
+                    last_seen_secs: secs_until(now, *seen),
+                })
+                .collect(),
+        }),
     }
 }

@@ -825,3 +825,179 @@ fn the_latest_header_reading_is_kept_per_key_and_counted_down_by_what_is_sent_si
     let later = reset + chrono::Duration::seconds(1);
     assert!(pool.snapshot(later).providers[0].headroom.is_empty());
 }
+
+#[test]
+fn another_machines_cooldown_applies_only_when_it_ends_later_and_never_to_other_keys() {
+    let ps = [provider("a", 1, &[]), provider("b", 2, &[])];
+    let pool = pool(
+        &ps,
+        &keys(&[("a", &["ka-1111111111"]), ("b", &["kb-2222222222"])]),
+    );
+    let id = shared_key_id(&ApiKey::new("ka-1111111111").expect("key"));
+    let hold = |secs: i64| Remote::Hold {
+        key: id.clone(),
+        hold: SharedHold {
+            hold: Hold::RateLimit,
+            cause: None,
+            until: t0() + chrono::Duration::seconds(secs),
+        },
+        machine: "desk".into(),
+    };
+    assert!(pool.apply_shared(&hold(60), t0()));
+    let snap = pool.snapshot(t0());
+    assert_eq!(snap.providers[0].state, ProviderStateKind::CoolingDown);
+    assert!(snap.providers[0]
+        .cooldown_reason
+        .as_deref()
+        .is_some_and(|r| r.contains("desk")));
+    assert_eq!(snap.providers[1].state, ProviderStateKind::Ready);
+    assert!(
+        !pool.apply_shared(&hold(30), t0()),
+        "an earlier end changes nothing"
+    );
+    assert!(
+        !pool.apply_shared(&hold(-1), t0()),
+        "an ended one changes nothing"
+    );
+    // What the pool shares back is the same cooldown, so it is not news to anyone.
+    let facts = pool.shared_facts(t0());
+    let a = facts.keys.iter().find(|k| k.id == id).expect("key a");
+    assert_eq!(
+        a.hold.map(|h| h.until),
+        Some(t0() + chrono::Duration::seconds(60))
+    );
+}
+
+#[test]
+fn other_machines_counts_are_measured_against_configured_limits() {
+    let mut cfg = (*provider("a", 1, &[])).clone();
+    cfg.limits.requests_per_day = Some(10);
+    let ps = [Arc::new(cfg)];
+    let pool = pool(&ps, &keys(&[("a", &["ka-1111111111"])]));
+    pool.set_shared_status(SharedStatus {
+        pool: "p".into(),
+        server: "redis://x:6379".into(),
+        online: true,
+        since: t0(),
+        error: None,
+        machines: vec![],
+    });
+    let id = shared_key_id(&ApiKey::new("ka-1111111111").expect("key"));
+    let day = t0().with_timezone(&Local).date_naive();
+    assert!(pool.apply_shared(
+        &Remote::Others {
+            key: id,
+            day,
+            requests: 7,
+            tokens: 0
+        },
+        t0()
+    ));
+    let snap = pool.snapshot(t0());
+    let p = &snap.providers[0];
+    assert_eq!(p.request_count, 0);
+    assert_eq!(p.request_count_all_machines, Some(7));
+    assert_eq!(p.headroom.requests_today.map(|d| d.left), Some(3));
+    assert_eq!(p.keys[0].requests_all_machines, Some(7));
+}
+
+#[test]
+fn keys_freed_by_hand_are_told_to_the_shared_pool_only_when_there_is_one() {
+    let ps = [provider("a", 1, &[])];
+    let pool = pool(&ps, &keys(&[("a", &["ka-1111111111"])]));
+    pool.reset("a", t0());
+    assert!(pool.shared_facts(t0()).freed.is_empty());
+    pool.set_shared_status(SharedStatus {
+        pool: "p".into(),
+        server: "s".into(),
+        online: true,
+        since: t0(),
+        error: None,
+        machines: vec![],
+    });
+    pool.set_enabled("a", true);
+    let freed = pool.shared_facts(t0()).freed;
+    assert_eq!(freed.len(), 1);
+    assert!(freed[0].rejection);
+    assert!(pool.shared_facts(t0()).freed.is_empty(), "drained");
+}
+
+#[test]
+fn a_model_retired_on_another_machine_is_skipped_here_only_on_the_same_endpoint() {
+    let a = provider("a", 1, &[]);
+    let ps = [Arc::clone(&a), provider("b", 2, &[])];
+    let pool = pool(
+        &ps,
+        &keys(&[("a", &["ka-1111111111"]), ("b", &["kb-2222222222"])]),
+    );
+    let retired = |endpoint: String| Remote::Retired {
+        endpoint,
+        model: "a-default".into(),
+        machine: "desk".into(),
+    };
+    assert!(!pool.apply_shared(&retired(endpoint_id("https://elsewhere/v1")), t0()));
+    assert!(pool.apply_shared(&retired(endpoint_id(&a.base_url)), t0()));
+    let snap = pool.snapshot(t0());
+    assert_eq!(snap.providers[0].state, ProviderStateKind::ModelRetired);
+    assert_eq!(snap.providers[1].state, ProviderStateKind::Ready);
+    assert_eq!(
+        pool.shared_facts(t0()).retired,
+        vec![(endpoint_id(&a.base_url), "a-default".to_string())]
+    );
+}
+
+#[test]
+fn a_cooldowns_cause_is_kept_as_data_across_a_restart_and_older_files_keep_their_words() {
+    let ps = [provider("a", 1, &[])];
+    let ks = keys(&[("a", &["ka-1111111111"])]);
+    let pool1 = pool(&ps, &ks);
+    let a = pool1.pick(&Route::Any, &[], t0()).expect("pick");
+    let until = t0() + chrono::Duration::hours(3);
+    pool1.report(
+        &a,
+        &Outcome::QuotaExhausted {
+            until,
+            reason: "per day limit".into(),
+        },
+        t0(),
+    );
+    let snap = pool1.snapshot(t0());
+    assert_eq!(
+        snap.providers[0].cooldown_cause,
+        Some(CauseKind::DailyQuota)
+    );
+    assert_eq!(
+        snap.providers[0].last_error_kind,
+        Some(CauseKind::DailyQuota)
+    );
+    let words = snap.providers[0].cooldown_reason.clone().expect("words");
+    assert!(words.starts_with("daily quota used"), "{words}");
+
+    let mut records = pool1.records(t0());
+    let pool2 = pool(&ps, &ks);
+    pool2.restore(&records, t0());
+    let again = pool2.snapshot(t0());
+    assert_eq!(
+        again.providers[0].cooldown_cause,
+        Some(CauseKind::DailyQuota)
+    );
+    assert_eq!(
+        again.providers[0].cooldown_reason.as_deref(),
+        Some(words.as_str())
+    );
+
+    // A file from before causes were kept: its kind and words come back as they were.
+    for k in records.get_mut("a").expect("a").keys.values_mut() {
+        k.cause = None;
+        k.cooldown_reason = Some("HTTP 402: no credits".into());
+        k.hold = Some(Hold::Payment);
+    }
+    let pool3 = pool(&ps, &ks);
+    pool3.restore(&records, t0());
+    let old = pool3.snapshot(t0());
+    assert_eq!(old.providers[0].cooldown_cause, Some(CauseKind::Credits));
+    assert_eq!(
+        old.providers[0].cooldown_reason.as_deref(),
+        Some("HTTP 402: no credits")
+    );
+}

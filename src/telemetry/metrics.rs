@@ -418,6 +418,7 @@ mod tests {
             },
             generated_at: String::new(),
             headroom: Default::default(),
+            shared: None,
             waiting: 3,
             state_error: None,
         };

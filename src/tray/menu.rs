@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::headroom;
 use crate::pool::countdown;
-use crate::pool::{ProviderSnapshot, ProviderStateKind, Snapshot};
+use crate::pool::{CauseKind, ProviderSnapshot, ProviderStateKind, Snapshot};
 
 /// Longest detail line (last error, notices) before it is cut with "…".
 pub const MAX_DETAIL_CHARS: usize = 80;
@@ -268,7 +268,7 @@ pub fn failing(p: &ProviderSnapshot) -> Option<&str> {
     }
     p.last_error
         .as_deref()
-        .filter(|e| !e.starts_with("HTTP 429"))
+        .filter(|_| p.last_error_kind != Some(CauseKind::RateLimit))
 }
 
 /// A provider's state as the menu words it.
@@ -445,6 +445,16 @@ pub fn build(input: &MenuInput<'_>) -> MenuModel {
                     "    Config not reloaded: {}",
                     shorten(err, MAX_DETAIL_CHARS)
                 ),
+            ));
+        }
+        if let Some(shared) = &snap.shared {
+            let mut line = shared.headline();
+            if let Some(first) = line.get(..1) {
+                line = first.to_uppercase() + &line[1..];
+            }
+            items.push(Item::label(
+                "shared",
+                format!("    {}", shorten(&line, MAX_DETAIL_CHARS)),
             ));
         }
         if let Some(err) = &snap.state_error {

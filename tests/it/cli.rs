@@ -257,3 +257,32 @@ async fn the_agent_raises_a_low_open_files_limit_for_many_streams() {
         .unwrap();
     assert!(soft > 256, "soft limit still {soft}: {limits}");
 }
+
+#[test]
+fn config_check_warns_of_a_shared_pool_reached_without_tls_and_refuses_a_password_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shared.toml");
+    std::fs::write(&file, "[shared]\nurl = \"redis://192.168.1.20:6379\"\n").unwrap();
+    let (code, out, err) = cli(&["config", "check", file.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "a warning, not an error: {err}");
+    assert!(out.contains("ok"), "{out}");
+    assert!(
+        err.contains("warning: shared.url: 192.168.1.20 is reached without TLS"),
+        "{err}"
+    );
+    std::fs::write(&file, "[shared]\nurl = \"rediss://192.168.1.20:6379\"\n").unwrap();
+    let (code, _, err) = cli(&["config", "check", file.to_str().unwrap()], &[]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    std::fs::write(
+        &file,
+        "[shared]\nurl = \"rediss://me:s3cret-pw@192.168.1.20:6379\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = cli(&["config", "check", file.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("shared.toml:2") && err.contains("keys set shared"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret-pw"), "{err}");
+}

@@ -518,6 +518,51 @@ async fn running_agent_picks_up_a_changed_key_after_keys_set() {
 }
 
 #[tokio::test]
+async fn the_shared_pool_password_is_kept_as_the_keychain_item_shared_and_used_by_the_agent() {
+    let test = "the_shared_pool_password_is_kept_as_the_keychain_item_shared";
+    if !secret_service(test) {
+        return;
+    }
+    let password = "pool-secret-Xq93kdL2";
+    let a = Mock::start(vec![Reply::completion("hi")]).await;
+    let env = KeysEnv::new("sharedpw", &[("alpha", a.base_url())]);
+    let Some(redis) = crate::shared::Redis::start(test, env.dir.path(), Some(password)) else {
+        return;
+    };
+    let out = env.run(&["keys", "set", "shared"], password);
+    assert!(out.ok(), "{out:?}");
+    assert_eq!(env.stored("shared"), vec![password.to_string()]);
+    let again = env.run(&["keys", "set", "shared"], "other-password");
+    assert!(
+        !again.ok() && again.stderr.contains("--replace"),
+        "{again:?}"
+    );
+
+    let cfg = std::fs::read_to_string(env.config()).expect("config");
+    let cfg = format!(
+        "{cfg}\n[shared]\nurl = \"{}\"\nmachine = \"m1\"\n",
+        redis.url()
+    );
+    std::fs::write(env.config(), &cfg).expect("write");
+    let bin = env.serve(&[]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = get_json(&bin, "/status").await;
+        if s["shared"]["state"] == "online" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never online: {s:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs = bin.stderr();
+    assert!(!logs.contains(password), "the password is never logged");
+
+    let out = env.run(&["keys", "delete", "shared"], "");
+    assert!(out.ok(), "{out:?}");
+    assert!(env.stored("shared").is_empty());
+}
+
+#[tokio::test]
 async fn two_keychain_keys_on_one_provider_cool_down_on_their_own() {
     if !secret_service("two_keychain_keys_on_one_provider_cool_down_on_their_own") {
         return;

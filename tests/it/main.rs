@@ -29,4 +29,5 @@ mod proxy;
 mod real_clients;
 mod sdk;
 mod service;
+mod shared;
 mod state;

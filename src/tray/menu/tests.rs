@@ -20,7 +20,9 @@ fn provider(name: &str, priority: u32, state: ProviderStateKind) -> ProviderSnap
         rate_limited_until: None,
         cooldown_remaining_secs: 0,
         cooldown_reason: None,
+        cooldown_cause: None,
         last_error: None,
+        last_error_kind: None,
         keys: Vec::new(),
         model_in_use: Some("m".into()),
         preferred: vec!["m".into()],
@@ -32,6 +34,7 @@ fn provider(name: &str, priority: u32, state: ProviderStateKind) -> ProviderSnap
         oversized_events: 0,
         headroom: Default::default(),
         runs_out_at: None,
+        request_count_all_machines: None,
     }
 }
 
@@ -47,6 +50,7 @@ fn snapshot(providers: Vec<ProviderSnapshot>) -> Snapshot {
         waiting: 0,
         state_error: None,
         headroom: Default::default(),
+        shared: None,
     }
 }
 
@@ -119,9 +123,11 @@ fn every_provider_state_has_its_words() {
 fn a_finished_rate_limit_is_not_a_failure() {
     let mut p = provider("gemini", 1, ProviderStateKind::Ready);
     p.last_error = Some("HTTP 429: quota exceeded".into());
+    p.last_error_kind = Some(crate::pool::CauseKind::RateLimit);
     assert_eq!(state_text(&p), "ready");
     assert_eq!(provider_detail(&p), None);
     p.last_error = Some("connection failed".into());
+    p.last_error_kind = Some(crate::pool::CauseKind::Transient);
     assert_eq!(state_text(&p), "failing");
     assert_eq!(
         provider_detail(&p).as_deref(),
@@ -642,4 +648,45 @@ fn reset_cooldowns_lists_every_provider_and_only_cooling_ones_can_be_clicked() {
     assert!(build(&input(Some(&calm)))
         .dump()
         .contains("(off) > Reset cooldowns"));
+}
+
+#[test]
+fn the_shared_pool_shows_its_machines_or_that_it_is_offline() {
+    use crate::pool::{SharedMachine, SharedSnapshot};
+    let mut snap = snapshot(vec![provider("groq", 1, ProviderStateKind::Ready)]);
+    let machine = |name: &str, this: bool| SharedMachine {
+        name: name.into(),
+        this,
+        last_seen: "2026-01-01T00:00:00Z".into(),
+        last_seen_secs: 4,
+    };
+    snap.shared = Some(SharedSnapshot {
+        pool: "home".into(),
+        server: "redis://10.0.0.5:6379".into(),
+        state: "online".into(),
+        since: "2026-01-01T00:00:00Z".into(),
+        error: None,
+        machines: vec![machine("laptop", true), machine("studio", false)],
+    });
+    let shown = texts(&build(&input(Some(&snap))));
+    assert!(
+        shown
+            .iter()
+            .any(|t| t.trim() == "Shared pool home: 2 machines"),
+        "{shown:?}"
+    );
+    let shared = snap.shared.as_mut().expect("shared");
+    shared.state = "offline".into();
+    shared.error = Some("connection refused".into());
+    let shown = texts(&build(&input(Some(&snap))));
+    assert!(
+        shown
+            .iter()
+            .any(|t| t.trim() == "Shared pool offline: connection refused"),
+        "{shown:?}"
+    );
+    assert_eq!(
+        snap.shared.as_ref().expect("shared").machines[1].words(),
+        "studio (seen 4 s ago)"
+    );
 }

@@ -893,13 +893,16 @@ impl Drop for Binary {
 }
 
 /// A private `dbus-daemon` (standing in for the session or the system bus); killed when
-/// dropped. `None` where `dbus-daemon` is not installed.
+/// dropped. `None` where `dbus-daemon` is not installed. (Linux: the network and
+/// notification tests are the only users.)
+#[cfg(target_os = "linux")]
 pub struct PrivateBus {
     child: std::process::Child,
     /// Its address, for `DBUS_SESSION_BUS_ADDRESS` or `DBUS_SYSTEM_BUS_ADDRESS`.
     pub address: String,
 }
 
+#[cfg(target_os = "linux")]
 impl PrivateBus {
     /// Starts one with its socket in `dir`.
     pub fn start(dir: &Path) -> Option<PrivateBus> {
@@ -925,6 +928,7 @@ impl PrivateBus {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl Drop for PrivateBus {
     fn drop(&mut self) {
         let _ = self.child.kill();
