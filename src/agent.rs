@@ -12,10 +12,10 @@ use anyhow::{Context, Result};
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::http::{self, ServeError};
 use crate::paths::Paths;
 use crate::ready::ReadyFile;
 use crate::secrets::{KeyStore, SystemKeys};
-use crate::server::{self, ServeError};
 
 /// Options shared by `serve` and `run`.
 #[derive(Debug, Clone, Default)]
@@ -39,7 +39,7 @@ pub fn resolve_paths(opts: &ServeOptions) -> Result<Paths> {
     if let Some(dir) = std::env::var_os("LLM_ROTATOR_LOG_DIR") {
         paths.log_dir = PathBuf::from(dir);
     } else if let Some(d) = &opts.data_dir {
-        paths.log_dir = d.join("logs");
+        paths.log_dir = d.join(crate::paths::data::LOGS);
     }
     Ok(paths)
 }
@@ -87,9 +87,9 @@ fn raise_open_files_limit() {
     }
 }
 
-/// Where the copy of the last config that loaded is kept.
+/// Where the copy of the last config that loaded is kept (see [`crate::paths`]).
 pub fn last_good_path(data_dir: &std::path::Path) -> PathBuf {
-    data_dir.join("config.last-good.toml")
+    crate::paths::last_good_config(data_dir)
 }
 
 /// The key store for this platform and build: the OS keychain, then environment variables.
@@ -132,7 +132,7 @@ pub fn prepare(opts: &ServeOptions) -> Result<Prepared> {
 
 /// The runtime for accepting connections and the background work (state file, config
 /// watcher, signals); requests are served on threads of their own (see
-/// [`server::serve`]), so one thread is enough here.
+/// [`http::serve`]), so one thread is enough here.
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -280,7 +280,7 @@ async fn serve_async(
     // Bound before the engine is built, so the engine starts with the port actually bound
     // (see `settle_port`); connections that arrive meanwhile wait in the listen queue.
     let addr = SocketAddr::new(config.server.host, config.server.port);
-    let bound = server::bind(addr).await.and_then(|listener| {
+    let bound = http::bind(addr).await.and_then(|listener| {
         let local = listener
             .local_addr()
             .map_err(|source| ServeError::Bind { addr, source })?;
@@ -320,7 +320,7 @@ async fn serve_async(
     if let (Some(ready), Some(_)) = (&ready, &listener) {
         ready.announce(&engine.config().admin_url()).await?;
     }
-    let state = crate::state::start(&engine, &paths.data_dir).await;
+    let state = crate::pool::store::start(&engine, &paths.data_dir).await;
     // Only an agent that serves keeps history: a second copy that could not bind its
     // port leaves the first one's database alone.
     let history = match &listener {
@@ -361,7 +361,7 @@ async fn serve_async(
     }
     let reload_task = tokio::spawn(reload_on_sighup(engine.clone()));
     let result = match listener {
-        Some(listener) => server::serve(listener, engine, shutdown, grace).await,
+        Some(listener) => http::serve(listener, engine, shutdown, grace).await,
         None => {
             shutdown.await;
             Ok(())

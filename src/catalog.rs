@@ -26,7 +26,7 @@ use crate::secrets::ApiKey;
 pub const REFRESH_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// The cache file in the data dir.
-pub const CACHE_FILE: &str = "catalog.json";
+pub const CACHE_FILE: &str = crate::paths::data::CATALOG;
 
 /// Longest wait for one provider's list.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(20);

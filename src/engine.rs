@@ -174,7 +174,7 @@ impl Engine {
     }
 
     /// Re-reads the config file and the keys, validates, then swaps in one step: a
-    /// fallible prepare ([`Engine::prepare_reload`]: the file, the keychain) and one
+    /// fallible prepare (`prepare_reload`: the file, the keychain) and one
     /// infallible apply that changes the pool and the live config together and publishes
     /// once. On error the running config stays and the error is recorded for `/status`.
     pub async fn reload(&self) -> Result<Arc<Config>, EngineError> {

@@ -28,6 +28,28 @@ pub enum PathsError {
     NoHome,
 }
 
+/// The names of the files and folders the agent keeps in its data dir (every module that
+/// owns one names it through here, so the data dir's layout is in one place).
+pub mod data {
+    /// The pool's state across restarts ([`crate::pool::store`]).
+    pub const STATE: &str = "state.json";
+    /// The usage history ([`crate::history`]).
+    pub const HISTORY: &str = "history.redb";
+    /// The user's choices outside the config ([`crate::settings`]).
+    pub const SETTINGS: &str = "settings.json";
+    /// The providers' model catalogs, as last read ([`crate::catalog`]).
+    pub const CATALOG: &str = "catalog.json";
+    /// A copy of the last config that loaded, to start on when the file breaks.
+    pub const LAST_GOOD_CONFIG: &str = "config.last-good.toml";
+    /// The logs, when `--data-dir` is given and `LLM_ROTATOR_LOG_DIR` is not.
+    pub const LOGS: &str = "logs";
+}
+
+/// Where the copy of the last config that loaded is kept.
+pub fn last_good_config(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join(data::LAST_GOOD_CONFIG)
+}
+
 /// The application's bundle-style identifier.
 pub const APP_ID: &str = "com.llmrotator.agent";
 

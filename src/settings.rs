@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 /// The file's name in the data dir.
-pub const FILE: &str = "settings.json";
+pub const FILE: &str = crate::paths::data::SETTINGS;
 
 /// Largest settings file read (it is a few bytes).
 const MAX_BYTES: u64 = 64 * 1024;

@@ -18,8 +18,8 @@ use serde_json::{json, Value};
 
 use super::{messages, responses};
 use crate::engine::Engine;
+use crate::http::error::ApiError;
 use crate::proxy::body::ChatBody;
-use crate::proxy::error::ApiError;
 use crate::proxy::events::{self, ChatEvent};
 use crate::proxy::read_body;
 use crate::proxy::rotate::{self, AnswerBody};
@@ -108,27 +108,25 @@ pub async fn responses(State(engine): State<Engine>, body: Body) -> Result<Respo
     let req: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
     let mut chat_req = responses::to_chat(&req).map_err(|e| {
-        let mut err = ApiError::new(
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             e.code(),
             e.to_string(),
-        );
-        err.param = Some(e.param().into());
-        err
+        )
+        .with_param(e.param())
     })?;
     if let Some(prev) = &chat_req.previous_response_id {
         let history = engine.responses.get(prev).ok_or_else(|| {
-            let mut err = ApiError::new(
+            ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 "previous_response_not_found",
                 format!(
                     "previous response {prev:?} is not known here: llm-rotator keeps the last {RESPONSES_KEPT} responses in memory (none across restarts); send the whole conversation in `input`"
                 ),
-            );
-            err.param = Some("previous_response_id".into());
-            err
+            )
+            .with_param("previous_response_id")
         })?;
         responses::prepend_history(&mut chat_req.body, &history);
     }

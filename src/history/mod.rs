@@ -33,7 +33,7 @@ use crate::pool::{Attempt, Outcome};
 pub use store::Store;
 
 /// The database's file name inside the data dir.
-pub const FILE: &str = "history.redb";
+pub const FILE: &str = crate::paths::data::HISTORY;
 
 /// How long rows are kept.
 pub const RETENTION_DAYS: u64 = 90;

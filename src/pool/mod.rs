@@ -15,6 +15,7 @@ mod persist;
 mod reload;
 mod shared;
 mod snapshot;
+pub mod store;
 
 pub use cause::{quota_reason, Cause, CauseKind};
 use persist::fnv_hex;

@@ -1,6 +1,6 @@
 //! What of the pool is kept across restarts: the records `state.json` holds (per provider
 //! and key, matched by a one-way hash of the key, never the key), and turning the live
-//! state into records and back. The file itself is [`crate::state`]'s.
+//! state into records and back. The file itself is [`crate::pool::store`]'s.
 
 use super::*;
 

@@ -7,8 +7,8 @@
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::error::ApiError;
 use super::events::ChatEvent;
+use crate::http::error::ApiError;
 
 /// The chat request for a completions request, or why it cannot be translated.
 pub fn to_chat(req: &Value) -> Result<Value, ApiError> {

@@ -1,11 +1,10 @@
 //! The OpenAI-compatible endpoints (`/v1/chat/completions`, `/v1/models`) as thin
 //! handlers over the rotation core ([`rotate`]), plus what every front-end shares: the
 //! request body reader, the chat body ([`body`]), the client contract, the stream relay,
-//! and the edge error ([`error`]).
+//! and the edge error ([`crate::http::error`]).
 
 pub mod body;
 mod contract;
-pub mod error;
 pub mod events;
 pub mod legacy;
 pub mod rotate;
@@ -22,9 +21,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::engine::Engine;
+use crate::http::error::ApiError;
 use crate::pool::Attempt;
 use body::{BodyError, ChatBody};
-use error::ApiError;
 use rotate::{echo, AnswerBody};
 
 /// `X-Provider`: who answered.

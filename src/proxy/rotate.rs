@@ -19,9 +19,9 @@ use bytes::Bytes;
 use chrono::Utc;
 
 use super::body::ChatBody;
-use super::error::ApiError;
 use super::{contract, stream, wait};
 use crate::engine::Engine;
+use crate::http::error::ApiError;
 use crate::pool::{route_for, route_for_embeddings, Attempt, Outcome, Unavailable};
 use crate::telemetry::{Answered, ApiRoute, Reason, Tally};
 use crate::upstream::{self, limits, Endpoint, SendFailure, Verdict};

@@ -25,7 +25,7 @@ use super::icons;
 use super::menu::{self, BindProblem, Click, IconKind, Item, LoginState, MenuInput, MenuModel};
 use crate::agent::{self, Background, Prepared, ServeOptions, Started};
 use crate::engine::Engine;
-use crate::server::ServeError;
+use crate::http::ServeError;
 
 /// At most this many refreshes a second come from state changes (the watch coalesces the
 /// rest), so heavy traffic cannot keep the UI thread busy.

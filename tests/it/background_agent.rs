@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use llm_rotator::agent::{self, Background, Started};
 use llm_rotator::config::Config;
+use llm_rotator::http::ServeError;
 use llm_rotator::paths::Paths;
-use llm_rotator::server::ServeError;
 use serde_json::json;
 
 use crate::common::*;

@@ -468,7 +468,7 @@ impl Proxy {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let e2 = engine.clone();
         let task = tokio::spawn(async move {
-            let _ = llm_rotator::server::serve(
+            let _ = llm_rotator::http::serve(
                 listener,
                 e2,
                 async move {

@@ -78,7 +78,7 @@ pub enum KeysAction {
 
 /// Runs a `keys` subcommand.
 pub fn run(opts: &ServeOptions, action: &KeysAction) -> Result<ExitCode> {
-    let config = crate::cli::config_for_client(opts)?;
+    let config = crate::client::config_for_client(opts)?;
     let config_path = agent::resolve_paths(opts)?.config;
     let ctx = Ctx {
         config,
@@ -506,7 +506,7 @@ impl Ctx {
 
     /// Tells a running instance to re-read its keys; silent when none runs.
     fn notify(&self) {
-        match crate::cli::admin_call(&self.config, reqwest::Method::POST, "/keys/reload") {
+        match crate::client::admin_call(&self.config, reqwest::Method::POST, "/keys/reload") {
             Ok(None) => {}
             Ok(Some((200, _))) => println!("the running llm-rotator now uses the new keys"),
             Ok(Some((code, _))) => eprintln!(

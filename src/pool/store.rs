@@ -27,7 +27,7 @@ use crate::pool::ProviderRecord;
 use crate::upstream::hint::MAX_PROVIDER_WAIT;
 
 /// The state file's name inside the data dir.
-pub const STATE_FILE: &str = "state.json";
+pub const STATE_FILE: &str = crate::paths::data::STATE;
 
 /// The file format written; files with a higher number (from a newer version) are moved
 /// aside like corrupt ones rather than misread.

@@ -26,8 +26,18 @@ pub struct ApiError {
     pub retry_after: Option<Duration>,
     /// Extra detail (e.g. per-provider states) under `error.providers`.
     pub providers: Vec<String>,
+    /// What points at the fault, when something does (boxed: errors stay small).
+    pub detail: Option<Box<Detail>>,
+}
+
+/// Where an error's fault is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Detail {
     /// The request field at fault, under `error.param`.
-    pub param: Option<Box<str>>,
+    pub param: Option<String>,
+    /// For a config that does not load: the line and column, under `error.line` and
+    /// `error.column`.
+    pub at: Option<(Option<usize>, Option<usize>)>,
 }
 
 impl ApiError {
@@ -45,8 +55,20 @@ impl ApiError {
             code,
             retry_after: None,
             providers: Vec::new(),
-            param: None,
+            detail: None,
         }
+    }
+
+    /// The same error naming the request field at fault.
+    pub fn with_param(mut self, param: impl Into<String>) -> ApiError {
+        self.detail.get_or_insert_default().param = Some(param.into());
+        self
+    }
+
+    /// The same error naming a config file's line and column at fault.
+    pub fn with_location(mut self, line: Option<usize>, column: Option<usize>) -> ApiError {
+        self.detail.get_or_insert_default().at = Some((line, column));
+        self
     }
 
     /// 400 for a body that is not a JSON object.
@@ -84,11 +106,15 @@ impl ApiError {
         let mut err = json!({
             "message": self.message,
             "type": self.kind,
-            "param": self.param,
+            "param": self.detail.as_ref().and_then(|d| d.param.as_deref()),
             "code": self.code,
         });
         if !self.providers.is_empty() {
             err["providers"] = json!(self.providers);
+        }
+        if let Some((line, column)) = self.detail.as_ref().and_then(|d| d.at) {
+            err["line"] = json!(line);
+            err["column"] = json!(column);
         }
         json!({ "error": err })
     }

@@ -4,7 +4,7 @@
 //! [`crate::strict`] as a strict client would; then a one-line summary.
 //!
 //! It owns the checks and their wording. It finds the instance the way `status` does
-//! ([`crate::cli::instance_config`]) and only talks to it over HTTP: it never touches
+//! ([`crate::client::instance_config`]) and only talks to it over HTTP: it never touches
 //! the config file, the key store or provider state. The verdicts are pure functions of
 //! what came back, so they are unit-tested without a server.
 
@@ -16,7 +16,7 @@ use anyhow::Result;
 use serde_json::{json, Value};
 
 use crate::agent::ServeOptions;
-use crate::cli::{client_runtime, instance_config, instance_request};
+use crate::client::{client_runtime, instance_config, instance_request};
 use crate::config::Config;
 use crate::strict;
 

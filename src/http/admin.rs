@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::engine::{Engine, EngineError};
 use crate::history;
-use crate::proxy::error::ApiError;
+use crate::http::error::ApiError;
 
 /// `GET /health`.
 pub async fn health(State(engine): State<Engine>) -> Response {
@@ -54,20 +54,20 @@ pub async fn notifications_off(State(engine): State<Engine>) -> Response {
 
 /// `GET /metrics`: counters, the latency histogram and provider gauges in the Prometheus
 /// text format; a 404 when `server.metrics = false`.
-pub async fn metrics(State(engine): State<Engine>) -> Response {
+pub async fn metrics(State(engine): State<Engine>) -> Result<Response, ApiError> {
     if !engine.config().server.metrics {
-        return ApiError::not_found("/metrics").into_response();
+        return Err(ApiError::not_found("/metrics"));
     }
     let snap = engine.pool.snapshot(Utc::now());
     let text = engine.telemetry.render_metrics(&snap);
-    (
+    Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             crate::telemetry::metrics::CONTENT_TYPE,
         )],
         text,
     )
-        .into_response()
+        .into_response())
 }
 
 /// `GET /catalog`: each provider's model catalog and configured models.
@@ -108,31 +108,32 @@ pub async fn stats(State(engine): State<Engine>) -> Response {
     Json(json!({ "providers": providers })).into_response()
 }
 
-fn unknown_provider(name: &str) -> Response {
+fn unknown_provider(name: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "invalid_request_error",
         "unknown_provider",
         format!("no provider named {name:?} is configured"),
     )
-    .into_response()
 }
 
-fn toggle(engine: &Engine, name: &str, enabled: bool) -> Response {
-    if engine.set_enabled(name, enabled) {
-        Json(json!({ "name": name, "enabled": enabled })).into_response()
-    } else {
-        unknown_provider(name)
+fn toggle(engine: &Engine, name: &str, enabled: bool) -> Result<Response, ApiError> {
+    if !engine.set_enabled(name, enabled) {
+        return Err(unknown_provider(name));
     }
+    Ok(Json(json!({ "name": name, "enabled": enabled })).into_response())
 }
 
 /// `POST /providers/{name}/reset`: ends the provider's cooldowns and benches; answers
 /// its fresh status (as in `/status`).
-pub async fn reset(State(engine): State<Engine>, Path(name): Path<String>) -> Response {
-    match engine.reset_provider(&name) {
-        Some(snap) => Json(snap).into_response(),
-        None => unknown_provider(&name),
-    }
+pub async fn reset(
+    State(engine): State<Engine>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let snap = engine
+        .reset_provider(&name)
+        .ok_or_else(|| unknown_provider(&name))?;
+    Ok(Json(snap).into_response())
 }
 
 /// The query of `GET /stats/history`, as sent (validated by [`history::report::Query`]).
@@ -148,20 +149,16 @@ pub struct HistoryParams {
 pub async fn history(
     State(engine): State<Engine>,
     Query(params): Query<HistoryParams>,
-) -> Response {
-    let query =
-        match history::report::Query::parse(params.days.as_deref(), params.provider.as_deref()) {
-            Ok(q) => q,
-            Err(e) => {
-                return ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
-                    "invalid_days",
-                    e.to_string(),
-                )
-                .into_response()
-            }
-        };
+) -> Result<Response, ApiError> {
+    let query = history::report::Query::parse(params.days.as_deref(), params.provider.as_deref())
+        .map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_days",
+            e.to_string(),
+        )
+    })?;
     let configured: Vec<String> = engine
         .pool
         .snapshot(Utc::now())
@@ -170,89 +167,90 @@ pub async fn history(
         .map(|p| p.name.clone())
         .collect();
     let h = engine.history.clone();
-    let answer = tokio::task::spawn_blocking(move || {
+    let report = tokio::task::spawn_blocking(move || {
         history::report::answer(&query, &configured, Utc::now(), |from| h.rows_since(from))
     })
-    .await;
-    match answer {
-        Ok(Ok(report)) => Json(report).into_response(),
-        Ok(Err(history::report::AnswerError::Query(e))) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "unknown_provider",
-            e.to_string(),
-        )
-        .into_response(),
-        Ok(Err(history::report::AnswerError::History(e))) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            "history_unavailable",
-            crate::logging::error_chain(&e),
-        )
-        .into_response(),
-        Err(e) => ApiError::new(
+    .await
+    .map_err(|e| {
+        ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
             "history_failed",
             e.to_string(),
         )
-        .into_response(),
-    }
+    })?
+    .map_err(|e| match e {
+        history::report::AnswerError::Query(e) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "unknown_provider",
+            e.to_string(),
+        ),
+        history::report::AnswerError::History(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "history_unavailable",
+            crate::logging::error_chain(&e),
+        ),
+    })?;
+    Ok(Json(report).into_response())
 }
 
 /// `POST /providers/{name}/enable`.
-pub async fn enable(State(engine): State<Engine>, Path(name): Path<String>) -> Response {
+pub async fn enable(
+    State(engine): State<Engine>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     toggle(&engine, &name, true)
 }
 
 /// `POST /providers/{name}/disable`.
-pub async fn disable(State(engine): State<Engine>, Path(name): Path<String>) -> Response {
+pub async fn disable(
+    State(engine): State<Engine>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     toggle(&engine, &name, false)
 }
 
 /// `POST /reload`: re-read the config file (and keys).
-pub async fn reload(State(engine): State<Engine>) -> Response {
-    match engine.reload().await {
-        Ok(config) => Json(json!({
-            "status": "reloaded",
-            "providers": config.providers.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
-            "restart_needed": engine.restart_needed(),
-        }))
-        .into_response(),
-        Err(EngineError::Config(e)) => {
+pub async fn reload(State(engine): State<Engine>) -> Result<Response, ApiError> {
+    let config = engine.reload().await.map_err(|e| match e {
+        EngineError::Config(e) => {
             let err = ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_request_error",
                 "invalid_config",
                 format!("config not reloaded, the running one stays: {e}"),
             );
-            let mut body = err.body();
-            if let Some(inv) = e.invalid() {
-                body["error"]["line"] = json!(inv.line);
-                body["error"]["column"] = json!(inv.column);
+            match e.invalid() {
+                Some(inv) => err.with_location(inv.line, inv.column),
+                None => err,
             }
-            (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
         }
-        Err(e) => ApiError::new(
+        e => ApiError::new(
             StatusCode::CONFLICT,
             "invalid_request_error",
             "reload_failed",
             e.to_string(),
-        )
-        .into_response(),
-    }
+        ),
+    })?;
+    Ok(Json(json!({
+        "status": "reloaded",
+        "providers": config.providers.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+        "restart_needed": engine.restart_needed(),
+    }))
+    .into_response())
 }
 
 /// `POST /keys/reload`: re-read keys from the store (sent by `llm-rotator keys ...`).
-pub async fn reload_keys(State(engine): State<Engine>) -> Response {
-    match engine.reload_keys().await {
-        Ok(()) => Json(json!({ "status": "keys reloaded" })).into_response(),
-        Err(e) => ApiError::new(
+pub async fn reload_keys(State(engine): State<Engine>) -> Result<Response, ApiError> {
+    engine.reload_keys().await.map_err(|e| {
+        ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
             "keys_reload_failed",
             e.to_string(),
         )
-        .into_response(),
-    }
+    })?;
+    Ok(Json(json!({ "status": "keys reloaded" })).into_response())
 }

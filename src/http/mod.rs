@@ -1,7 +1,9 @@
 //! The HTTP server: `router(engine)` (tests call it without sockets), the guard every
 //! request passes (Host, Origin, optional bearer token), binding, and graceful shutdown.
 
+pub mod admin;
 mod connection;
+pub mod error;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,9 +18,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::admin;
 use crate::engine::Engine;
-use crate::proxy::{self, error::ApiError};
+use crate::proxy;
+use error::ApiError;
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
