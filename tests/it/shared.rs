@@ -32,6 +32,8 @@ pub struct Redis {
     port: u16,
     password: Option<String>,
     dir: PathBuf,
+    /// Serving TLS only, with these PEM files (certificate, key, CA).
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl Redis {
@@ -50,6 +52,91 @@ impl Redis {
             port: port_for_redis(),
             password: password.map(str::to_string),
             dir: dir.to_path_buf(),
+            tls: None,
+        };
+        r.launch();
+        Some(r)
+    }
+
+    /// Starts one that speaks TLS only, with a certificate for `localhost` from a CA
+    /// made for the test (its PEM is `ca.pem` in `dir`).
+    fn start_tls(test: &str, dir: &Path) -> Option<Redis> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+            || Command::new("openssl").arg("version").output().is_err()
+        {
+            skip(test, "redis-server or openssl is not installed");
+            return None;
+        }
+        let ssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        ssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=llm-rotator test CA",
+        ]);
+        ssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .expect("ext");
+        ssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ]);
+        let mut r = Redis {
+            child: None,
+            port: port_for_redis(),
+            password: None,
+            dir: dir.to_path_buf(),
+            tls: Some((
+                dir.join("server.pem"),
+                dir.join("server.key"),
+                dir.join("ca.pem"),
+            )),
         };
         r.launch();
         Some(r)
@@ -57,9 +144,24 @@ impl Redis {
 
     fn launch(&mut self) {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--port"])
-            .arg(self.port.to_string())
-            .args(["--save", "", "--appendonly", "no", "--dir"])
+        cmd.args(["--bind", "127.0.0.1"]);
+        match &self.tls {
+            Some((cert, key, ca)) => {
+                cmd.args(["--port", "0", "--tls-port"])
+                    .arg(self.port.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(cert)
+                    .arg("--tls-key-file")
+                    .arg(key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(ca)
+                    .args(["--tls-auth-clients", "no"]);
+            }
+            None => {
+                cmd.arg("--port").arg(self.port.to_string());
+            }
+        }
+        cmd.args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -90,12 +192,18 @@ impl Redis {
         if let Some(p) = &self.password {
             cmd.env("REDISCLI_AUTH", p);
         }
+        if let Some((_, _, ca)) = &self.tls {
+            cmd.arg("--tls").arg("--cacert").arg(ca);
+        }
         let out = cmd.args(args).output().expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls {
+            Some(_) => format!("rediss://localhost:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 }
 
@@ -484,4 +592,43 @@ async fn with_redis_killed_both_keep_answering_undelayed_and_converge_when_it_is
         |s| state_of(s, "rej") == "cooling_down",
     )
     .await;
+}
+
+#[tokio::test]
+async fn rediss_reaches_a_tls_redis_whose_certificate_the_system_trusts_and_refuses_one_it_does_not(
+) {
+    let test = "shared::rediss";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = Redis::start_tls(test, dir.path()) else {
+        return;
+    };
+    let up = Upstreams::start("600").await;
+    let ca = dir.path().join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    // The test CA stands in for the team's own: trusted the way the system store is read.
+    let a = agent(dir.path(), &up, &redis, "alpha", &[("SSL_CERT_FILE", ca)]).await;
+    assert_eq!(ask(&a).await.0, 200);
+    let names = redis.cli(&["--scan", "--pattern", "llm-rotator:test:*"]);
+    assert!(names.contains("llm-rotator:test:machine:"), "{names}");
+
+    // Without the CA the certificate is refused: the agent serves, offline, and says why.
+    let mut bin = Binary::start(
+        &dir.path().join("untrusting"),
+        &agent_config(&up, &redis, "beta"),
+        &keys_env(),
+    );
+    bin.wait_ready().await;
+    let s = wait_status(
+        &bin,
+        "why the pool is offline",
+        Duration::from_secs(10),
+        |s| s["shared"]["state"] == "offline" && s["shared"]["error"] != "connecting",
+    )
+    .await;
+    let why = s["shared"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(why.contains("certificate") || why.contains("tls"), "{s:#}");
+    assert_eq!(ask(&bin).await.0, 200);
 }
