@@ -167,7 +167,13 @@ impl Pool {
     /// on keys freed by hand are remembered for [`Pool::shared_facts`], and the status
     /// shows in snapshots.
     pub fn set_shared_status(&self, status: SharedStatus) {
-        self.lock().shared = Some(status);
+        {
+            let mut inner = self.lock();
+            if inner.shared.as_ref() == Some(&status) {
+                return;
+            }
+            inner.shared = Some(status);
+        }
         self.changed();
     }
 
@@ -237,83 +243,14 @@ impl Pool {
         {
             let mut inner = self.lock();
             for p in &mut inner.providers {
-                if let Remote::Retired {
-                    endpoint,
-                    model,
-                    machine,
-                } = remote
-                {
-                    if p.config.requires_key
-                        && p.config.configured_models().any(|m| m == model)
-                        && !p.retired.contains_key(model)
-                        && endpoint_id(&p.config.base_url) == *endpoint
-                    {
-                        p.retired.insert(
-                            model.clone(),
-                            format!("retired or unknown (the provider told {machine})"),
-                        );
-                        changed = true;
-                    }
-                    continue;
-                }
-                let label_of = |k: &KeyState| k.label.clone();
-                for k in &mut p.keys {
-                    if k.shared_id.as_deref() != Some(remote_key(remote)) {
-                        continue;
-                    }
-                    match remote {
-                        Remote::Hold {
-                            hold,
-                            machine,
-                            key: _,
-                        } => {
-                            if hold.until > now && k.cooldown_until.is_none_or(|t| t < hold.until) {
-                                let cause = Cause::Shared {
-                                    hold: hold.hold,
-                                    cause: hold.cause,
-                                    until: hold.until,
-                                    machine: machine.clone(),
-                                };
-                                k.hold(cause, hold.until);
-                                changed = true;
-                            }
-                        }
-                        Remote::Freed { rejection, key: _ } => {
-                            if k.cooling(now) {
-                                k.clear_cooldown();
-                                changed = true;
-                            }
-                            if *rejection && k.auth_failed {
-                                k.auth_failed = false;
-                                changed = true;
-                            }
-                        }
-                        Remote::Rejected { machine, key: _ } => {
-                            if !k.auth_failed {
-                                k.auth_failed = true;
-                                p.last_error = Some(format!(
-                                    "the key {} was rejected (seen on {machine})",
-                                    label_of(k)
-                                ));
-                                p.last_error_kind = Some(CauseKind::KeyRejected);
-                                changed = true;
-                            }
-                        }
-                        Remote::Others {
-                            day,
-                            requests,
-                            tokens,
-                            key: _,
-                        } => {
-                            let new = Some((*day, *requests, *tokens));
-                            if *day == local_day(now) && k.others != new {
-                                k.others = new;
-                                changed = true;
-                            }
-                        }
-                        Remote::Retired { .. } => {}
-                    }
-                }
+                changed |= match remote {
+                    Remote::Retired {
+                        endpoint,
+                        model,
+                        machine,
+                    } => p.retire_shared(endpoint, model, machine),
+                    _ => p.apply_to_keys(remote, now),
+                };
             }
         }
         if changed {
@@ -341,12 +278,80 @@ impl Pool {
     }
 }
 
-fn remote_key(remote: &Remote) -> &str {
-    match remote {
-        Remote::Hold { key, .. }
-        | Remote::Freed { key, .. }
-        | Remote::Rejected { key, .. }
-        | Remote::Others { key, .. } => key,
-        Remote::Retired { .. } => "",
+impl ProviderState {
+    /// A model another machine met retired, when this provider sends it to the same
+    /// endpoint. Returns whether it is news here.
+    fn retire_shared(&mut self, endpoint: &str, model: &str, machine: &str) -> bool {
+        let news = self.config.requires_key
+            && self.config.configured_models().any(|m| m == model)
+            && !self.retired.contains_key(model)
+            && endpoint_id(&self.config.base_url) == endpoint;
+        if news {
+            self.retired.insert(
+                model.to_string(),
+                format!("retired or unknown (the provider told {machine})"),
+            );
+        }
+        news
+    }
+
+    /// What another machine said of a key, applied to this provider's keys that are the
+    /// same key. Returns whether anything changed.
+    fn apply_to_keys(&mut self, remote: &Remote, now: DateTime<Utc>) -> bool {
+        let mut changed = false;
+        for k in &mut self.keys {
+            let Some(id) = k.shared_id.as_deref() else {
+                continue;
+            };
+            match remote {
+                Remote::Hold { key, hold, machine }
+                    if key == id
+                        && hold.until > now
+                        && k.cooldown_until.is_none_or(|t| t < hold.until) =>
+                {
+                    let cause = Cause::Shared {
+                        hold: hold.hold,
+                        cause: hold.cause,
+                        until: hold.until,
+                        machine: machine.clone(),
+                    };
+                    k.hold(cause, hold.until);
+                    changed = true;
+                }
+                Remote::Freed { key, rejection } if key == id => {
+                    if k.cooling(now) {
+                        k.clear_cooldown();
+                        changed = true;
+                    }
+                    if *rejection && k.auth_failed {
+                        k.auth_failed = false;
+                        changed = true;
+                    }
+                }
+                Remote::Rejected { key, machine } if key == id && !k.auth_failed => {
+                    k.auth_failed = true;
+                    self.last_error = Some(format!(
+                        "the key {} was rejected (seen on {machine})",
+                        k.label
+                    ));
+                    self.last_error_kind = Some(CauseKind::KeyRejected);
+                    changed = true;
+                }
+                Remote::Others {
+                    key,
+                    day,
+                    requests,
+                    tokens,
+                } if key == id => {
+                    let new = Some((*day, *requests, *tokens));
+                    if *day == local_day(now) && k.others != new {
+                        k.others = new;
+                        changed = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        changed
     }
 }

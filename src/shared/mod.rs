@@ -17,7 +17,7 @@
 pub mod wire;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -70,13 +70,6 @@ pub fn start(engine: &Engine, data_dir: &Path) -> Option<JoinHandle<()>> {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let host = host_name();
-    let name = config.machine.clone().unwrap_or_else(|| host.clone());
-    let id = crate::pool::endpoint_id(&format!("{host}\0{}", data_dir.display()))
-        .chars()
-        .take(12)
-        .collect();
-    let me = Me { id, name };
     let pool = engine.pool.clone();
     pool.set_shared_status(SharedStatus {
         pool: config.pool.clone(),
@@ -84,9 +77,21 @@ pub fn start(engine: &Engine, data_dir: &Path) -> Option<JoinHandle<()>> {
         online: false,
         since: Utc::now(),
         error: Some("connecting".into()),
-        machines: vec![(me.name.clone(), true, Utc::now())],
+        machines: Vec::new(),
     });
-    Some(tokio::spawn(run(pool, config, me)))
+    Some(tokio::spawn(run(pool, config, data_dir.to_path_buf())))
+}
+
+/// Who this agent is: its name (configured, else the computer's) and an id unique to
+/// this machine and data dir. Blocking (a subprocess on macOS, a file on Linux).
+fn me(config: &SharedConfig, data_dir: &Path) -> Me {
+    let host = host_name();
+    let name = config.machine.clone().unwrap_or_else(|| host.clone());
+    let id = crate::pool::endpoint_id(&format!("{host}\0{}", data_dir.display()))
+        .chars()
+        .take(12)
+        .collect();
+    Me { id, name }
 }
 
 /// The server as shown: host and port, never a user or password.
@@ -173,9 +178,18 @@ async fn scan(
 }
 
 /// Connects, serves a session until it ends, says so once, and tries again.
-async fn run(pool: Pool, config: SharedConfig, me: Me) {
+async fn run(pool: Pool, config: SharedConfig, data_dir: PathBuf) {
     let names = Names::new(&config.pool);
-    let password = tokio::task::spawn_blocking(password).await.ok().flatten();
+    // The host name and the keychain may block: off the runtime's thread.
+    let who = config.clone();
+    let Ok((me, password)) =
+        tokio::task::spawn_blocking(move || (me(&who, &data_dir), password())).await
+    else {
+        return;
+    };
+    update(&pool, |s| {
+        s.machines = vec![(me.name.clone(), true, Utc::now())]
+    });
     let client = match client(&config.url, password) {
         Ok(c) => c,
         Err(e) => {

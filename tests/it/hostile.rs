@@ -365,14 +365,7 @@ async fn absurd_token_counts_saturate_and_a_huge_model_name_is_not_echoed() {
     assert!(log.len() < 200 * 1024, "{} bytes of log", log.len());
     // Nor does it become a 3 MB metric label or dashboard entry.
     for path in ["/metrics", "/ui/api/state"] {
-        let text = client()
-            .get(bin.url(path))
-            .send()
-            .await
-            .expect("send")
-            .text()
-            .await
-            .expect("text");
+        let text = get_text(&bin, path).await;
         assert!(text.len() < 64 * 1024, "{path}: {} bytes", text.len());
     }
 }

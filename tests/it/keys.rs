@@ -893,14 +893,7 @@ async fn no_part_of_a_key_leaks_into_output_files_status_or_error_bodies() {
         "/ui/api/state",
         "/ui/api/series?hours=24",
     ] {
-        let text = client()
-            .get(bin.url(path))
-            .send()
-            .await
-            .expect("send")
-            .text()
-            .await
-            .expect("text");
+        let text = get_text(&bin, path).await;
         answers.push((path.to_string(), text));
     }
     let status = get_json(&bin, "/status").await;

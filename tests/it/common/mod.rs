@@ -556,6 +556,18 @@ pub async fn get_json(target: &impl Served, path: &str) -> Value {
         .expect("json")
 }
 
+/// `GET path` on the target, its body as text.
+pub async fn get_text(target: &impl Served, path: &str) -> String {
+    client()
+        .get(target.url(path))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// The provider entry with this name in a `/status` body, if there is one.
 pub fn provider_in(status: &Value, name: &str) -> Option<Value> {
     status["providers"]
