@@ -248,12 +248,9 @@ impl Writer {
     /// Writes the pool's current state if it differs from what the file holds.
     async fn write(&mut self) {
         let (file, providers) = saved(&self.engine, Utc::now());
-        if self.written.as_ref() == Some(&providers) {
-            // Back to what the file holds (a toggle undone): nothing is left unsaved.
-            if self.failing {
-                self.failing = false;
-                self.engine.pool.set_state_error(None);
-            }
+        // After a failed save the file may no longer hold what was last written (it may be
+        // gone), so a state back to that is written again rather than taken as saved.
+        if !self.failing && self.written.as_ref() == Some(&providers) {
             return;
         }
         let path = self.path.clone();
