@@ -22,6 +22,32 @@ fn rss_kb(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Of a process's resident memory, the KB mapped from its own executable without write
+/// permission: its code and read-only data (Linux `/proc/<pid>/smaps`).
+fn own_code_kb(pid: u32) -> u64 {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe link");
+    let exe = exe.to_string_lossy().into_owned();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let mut counting = false;
+    let mut kb = 0;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: range, permissions, offset, device, inode, path.
+            let perms = fields.next().unwrap_or("");
+            let path = fields.nth(3).unwrap_or("");
+            counting = path == exe && !perms.contains('w');
+        } else if counting && first == "Rss:" {
+            kb += fields
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    kb
+}
+
 #[tokio::test]
 async fn memory_from_a_burst_of_streams_goes_back_once_the_burst_is_over() {
     if !cfg!(all(target_os = "linux", target_env = "gnu")) {
@@ -64,6 +90,7 @@ async fn memory_from_a_burst_of_streams_goes_back_once_the_burst_is_over() {
         assert!(body.contains("word39"), "a stream was cut short: {body}");
     }
     let (_, peak) = rss_kb(pid);
+    let code_after_burst = own_code_kb(pid);
     let grew = peak.saturating_sub(before);
     assert!(
         grew > 4 * 1024,
@@ -81,6 +108,24 @@ async fn memory_from_a_burst_of_streams_goes_back_once_the_burst_is_over() {
             } else {
                 Err(format!(
                     "RSS {now_kb} KB after the burst (start {before} KB, peak {peak} KB)"
+                ))
+            }
+        },
+    )
+    .await;
+
+    // The code the burst and start-up ran is let go too (clean pages of the executable,
+    // mapped again on use), not left resident all day.
+    wait_for(
+        Duration::from_secs(20),
+        "the executable's code pages are given back",
+        || async {
+            let code = own_code_kb(pid);
+            if code * 2 <= code_after_burst {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{code} KB of the executable resident, {code_after_burst} KB after the burst"
                 ))
             }
         },

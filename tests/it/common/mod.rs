@@ -4,7 +4,6 @@
 //! picks and reports itself, and polling for a condition instead of sleeping.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -929,6 +928,7 @@ impl PrivateBus {
             .stderr(Stdio::null())
             .spawn()
             .ok()?;
+        use std::io::{BufRead, BufReader};
         let mut line = String::new();
         BufReader::new(child.stdout.take()?)
             .read_line(&mut line)
