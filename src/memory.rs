@@ -3,7 +3,8 @@
 //! arenas, macOS's malloc in its magazines, and the agent would sit at its peak size all
 //! day. After [`QUIET`] with no request starting or ending, the agent asks the allocator
 //! to return what is free (`malloc_trim` on glibc, `malloc_zone_pressure_relief` on
-//! macOS): a few milliseconds, once per burst, never while requests keep coming.
+//! macOS) and, on Linux, lets go of its own code pages (the `code` module below): a few
+//! milliseconds, once per burst, never while requests keep coming.
 //!
 //! The request path only bumps a counter ([`note_activity`]); the first request after a
 //! release also wakes the releasing task, which otherwise sleeps and costs nothing.

@@ -17,8 +17,8 @@ mod report;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -216,22 +216,39 @@ fn main() -> ExitCode {
     }
 }
 
-/// Samples a process's RSS every 20 ms while alive; `max()` is the peak.
+/// Samples a process's RSS every 20 ms while alive; `finish()` gives the peak, with its
+/// split into own memory and mapped files at that moment (Linux).
 struct RssSampler {
     stop: Arc<AtomicBool>,
-    peak: Arc<AtomicU64>,
+    peak: Arc<Mutex<Peak>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The largest RSS seen, and its parts then.
+#[derive(Clone, Copy, Default)]
+struct Peak {
+    rss: u64,
+    parts: Option<(u64, u64)>,
 }
 
 impl RssSampler {
     fn start(pid: u32) -> RssSampler {
         let stop = Arc::new(AtomicBool::new(false));
-        let peak = Arc::new(AtomicU64::new(rss(pid).unwrap_or(0)));
+        let peak = Arc::new(Mutex::new(Peak {
+            rss: rss(pid).unwrap_or(0),
+            parts: rss_parts(pid),
+        }));
         let (s, p) = (Arc::clone(&stop), Arc::clone(&peak));
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 if let Some(r) = rss(pid) {
-                    p.fetch_max(r, Ordering::Relaxed);
+                    let mut peak = p.lock().unwrap_or_else(PoisonError::into_inner);
+                    if r > peak.rss {
+                        *peak = Peak {
+                            rss: r,
+                            parts: rss_parts(pid),
+                        };
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -243,12 +260,12 @@ impl RssSampler {
         }
     }
 
-    fn finish(mut self) -> u64 {
+    fn finish(mut self) -> Peak {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.peak.load(Ordering::Relaxed)
+        *self.peak.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -484,7 +501,7 @@ fn run(plan: &Plan) -> Result<Report, String> {
             None,
         ))
     });
-    let rss_load = sampler.finish();
+    let rss_load = sampler.finish().rss;
     check_run(&mut report, "non-streaming c=64 (direct)", &d64, None);
     check_run(&mut report, "non-streaming c=64 (proxy)", &p64, None);
     let cpu_req_c64 = per(cpu, p64.timings.len());
@@ -641,7 +658,8 @@ fn run(plan: &Plan) -> Result<Report, String> {
         rss_idle,
         rss_idle_parts,
         rss_load,
-        rss_streams,
+        rss_streams.rss,
+        rss_streams.parts,
         plan.streams,
     );
     report.startup(&startups);

@@ -375,6 +375,7 @@ impl Report {
         idle_parts: Option<(u64, u64)>,
         load: u64,
         streams: u64,
+        streams_parts: Option<(u64, u64)>,
         n: usize,
     ) {
         let idle_text = idle.map_or_else(|| "n/a".into(), mb);
@@ -398,7 +399,7 @@ impl Report {
             format!("RSS peak with {n} open streams"),
             "",
             mb(streams),
-            mb(streams),
+            with_parts(mb(streams), streams_parts),
             "≤ 60 MB",
             Verdict::of(streams > 0 && streams <= 60 * 1024 * 1024),
         );
