@@ -119,7 +119,7 @@ mod code {
         let after = resident()?;
         (span > 0).then(|| {
             format!(
-                "code pages: {:.1} → {:.1} MB resident",
+                "code pages let go: resident {:.1} → {:.1} MB",
                 mb(before),
                 mb(after)
             )
