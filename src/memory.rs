@@ -141,7 +141,20 @@ mod code {
     fn page_size() -> usize {
         // SAFETY: sysconf reads a constant of the system.
         let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        usize::try_from(size).unwrap_or(4096)
+        usize::try_from(size)
+            .ok()
+            .filter(|&p| p > 0)
+            .unwrap_or(4096)
+    }
+
+    /// The whole pages of a segment loaded at `base + vaddr`, `len` bytes long: a
+    /// page it shares with a neighbour is left out. `None` when there are none.
+    fn whole_pages(base: u64, vaddr: u64, len: u64, page: usize) -> Option<(usize, usize)> {
+        let first = usize::try_from(base.checked_add(vaddr)?).ok()?;
+        let last = first.checked_add(usize::try_from(len).ok()?)?;
+        let start = first.checked_next_multiple_of(page)?;
+        let end = last.checked_div(page)?.checked_mul(page)?;
+        (end > start).then_some((start, end))
     }
 
     /// `madvise(MADV_DONTNEED)` over the whole pages of each loaded, non-writable segment
@@ -171,19 +184,12 @@ mod code {
                 if ph.p_type != libc::PT_LOAD || ph.p_flags & libc::PF_W != 0 {
                     continue;
                 }
-                let Ok(offset) = usize::try_from(info.dlpi_addr + ph.p_vaddr) else {
+                // Checked throughout: a panic here could not unwind out of the loader.
+                let Some((start, end)) =
+                    whole_pages(info.dlpi_addr, ph.p_vaddr, ph.p_memsz, walk.page)
+                else {
                     continue;
                 };
-                let Ok(len) = usize::try_from(ph.p_memsz) else {
-                    continue;
-                };
-                // Whole pages inside the segment only: a page it shares with a
-                // neighbour is left mapped.
-                let start = offset.next_multiple_of(walk.page);
-                let end = (offset + len) / walk.page * walk.page;
-                if end <= start {
-                    continue;
-                }
                 // SAFETY: [start, end) lies inside a read-only mapping of the program's
                 // file; dropping it only makes the next access map the file page again.
                 let rc = unsafe {
@@ -210,6 +216,30 @@ mod code {
             libc::dl_iterate_phdr(Some(each), (&raw mut walk).cast::<c_void>());
         }
         walk.advised
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::whole_pages;
+
+        #[test]
+        fn only_whole_pages_inside_a_segment_are_let_go() {
+            // 0x2b2900..0x2b2900+0x8de700, as in the release build's code segment.
+            assert_eq!(
+                whole_pages(0x1000_0000, 0x2b2900, 0x8de700, 4096),
+                Some((0x1000_0000 + 0x2b3000, 0x1000_0000 + 0xb91000))
+            );
+            // A segment smaller than a page, or inside one, gives nothing.
+            assert_eq!(whole_pages(0, 0x100, 0x800, 4096), None);
+            assert_eq!(whole_pages(0, 0x1000, 0x1000, 4096), Some((0x1000, 0x2000)));
+        }
+
+        #[test]
+        fn absurd_headers_give_nothing_rather_than_a_panic() {
+            assert_eq!(whole_pages(u64::MAX, 1, 10, 4096), None);
+            assert_eq!(whole_pages(0, u64::MAX - 10, 4096, 4096), None);
+            assert_eq!(whole_pages(0, 0, 8192, 0), None);
+        }
     }
 }
 
