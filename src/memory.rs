@@ -74,8 +74,12 @@ pub fn start() -> tokio::task::JoinHandle<()> {
             if quiet.look(ACTIVITY.load(Ordering::Relaxed)) == Step::Wait {
                 continue;
             }
-            let freed = release();
-            tracing::debug!("idle: returned free memory to the system ({freed})");
+            // Milliseconds of system calls: off the runtime's thread, which also runs the
+            // state file, the config watcher and signals.
+            match tokio::task::spawn_blocking(release).await {
+                Ok(freed) => tracing::debug!("idle: returned free memory to the system ({freed})"),
+                Err(e) => tracing::debug!("idle: releasing memory failed: {e}"),
+            }
             // Asleep until the next request; a request that came just before this is
             // caught by the counter check below rather than lost.
             let woken = wake().notified();

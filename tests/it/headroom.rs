@@ -88,20 +88,8 @@ async fn status_and_the_cli_tell_what_is_left_from_provider_headers_and_from_a_c
     assert!(provider_in(&status, "counted").unwrap()["runs_out_at"].is_string());
 
     let config = dir.path().join("config.toml");
-    let port = bin.port().to_string();
-    let status_cli = || {
-        cli(
-            &[
-                "status",
-                "--config",
-                config.to_str().unwrap(),
-                "--port",
-                &port,
-            ],
-            &[],
-        )
-    };
-    let (code, out, err) = status_cli();
+    let status_now = || status_cli(&config, bin.port());
+    let (code, out, err) = status_now();
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert!(
@@ -144,7 +132,7 @@ async fn status_and_the_cli_tell_what_is_left_from_provider_headers_and_from_a_c
     // It is not asked again today.
     assert_eq!(ask(&bin, "counted-model").await, 429);
     assert_eq!(counted.hits(), 3);
-    let (_, out, _) = status_cli();
+    let (_, out, _) = status_now();
     let counted_row = out.lines().find(|l| l.starts_with("counted")).unwrap();
     assert!(counted_row.contains("cooling down"), "{out}");
 }

@@ -495,17 +495,7 @@ async fn counts_add_up_across_agents_and_status_lists_the_machines() {
     assert_eq!(last["request_count_all_machines"], 4);
 
     let config = dir.path().join("beta").join("config.toml");
-    let port = b.port().to_string();
-    let (code, out, err) = cli(
-        &[
-            "status",
-            "--config",
-            config.to_str().unwrap(),
-            "--port",
-            &port,
-        ],
-        &[],
-    );
+    let (code, out, err) = status_cli(&config, b.port());
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("shared pool test: 2 machines"), "{out}");
     assert!(out.contains("beta (this machine)"), "{out}");

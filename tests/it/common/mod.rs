@@ -545,14 +545,8 @@ impl Served for Binary {
 
 /// GET a JSON admin route.
 pub async fn get_json(target: &impl Served, path: &str) -> Value {
-    client()
-        .get(target.url(path))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json")
+    let text = get_text(target, path).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not JSON ({e}): {text}"))
 }
 
 /// `GET path` on the target, its body as text.
@@ -666,6 +660,15 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `llm-rotator status` with `config`, asking the agent on `port`.
+pub fn status_cli(config: &Path, port: u16) -> (i32, String, String) {
+    let config = config.to_str().expect("a UTF-8 path");
+    cli(
+        &["status", "--config", config, "--port", &port.to_string()],
+        &[],
+    )
 }
 
 /// Runs the real binary with `args` (the config and data dir env vars removed, `env`
